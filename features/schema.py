@@ -70,7 +70,7 @@ def _check_kind(df: pd.DataFrame, table: str, col: Column) -> None:
         if not_str.any():
             raise SchemaError(table, col.name, "expected text values", _bad_rows(df, not_str))
         return
-    if not pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s) and col.kind != "binary":
+    if not pd.api.types.is_numeric_dtype(s) or (pd.api.types.is_bool_dtype(s) and col.kind != "binary"):
         raise SchemaError(table, col.name, f"expected numbers, got dtype {s.dtype}")
     values = s.to_numpy(dtype=float)
     if not np.isfinite(values).all():
@@ -127,7 +127,7 @@ def validate_outcomes_follow(assignments: pd.DataFrame, outcomes: pd.DataFrame) 
     orphan = at.isna().to_numpy()
     if orphan.any():
         raise SchemaError("outcomes", "unit_id", "outcome for a unit with no assignment", _bad_rows(outcomes, orphan))
-    early = (outcomes["time"].to_numpy(dtype=float) < at.to_numpy(dtype=float))
+    early = outcomes["time"].to_numpy(dtype=float) < at.to_numpy(dtype=float)
     if early.any():
         raise SchemaError("outcomes", "time", "outcome before its assignment", _bad_rows(outcomes, early))
 

@@ -1,0 +1,34 @@
+"""One entry point for the built-in data sets: ``load_dataset("hillstrom" | "starbucks" | "simulated")``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from features.errors import ConfigError
+from features.experiment import Experiment
+
+DATASETS = ("hillstrom", "starbucks", "simulated")
+
+
+def load_dataset(name: str, path: str | Path | None = None, **options: Any) -> Experiment:
+    """Load a built-in data set as an Experiment.
+
+    Args:
+        name: "hillstrom", "starbucks" or "simulated".
+        path: where the files are (real data sets only); see `features.locate` for the search order.
+        options: loader options, e.g. ``window_hours`` (starbucks), ``n_customers`` and ``seed`` (simulated).
+    """
+    if name == "hillstrom":
+        from features.hillstrom import load_hillstrom
+
+        return load_hillstrom(path, **options)
+    if name == "starbucks":
+        from features.starbucks import load_starbucks
+
+        return load_starbucks(path, **options)
+    if name == "simulated":
+        from features.simworld import make_experiment
+
+        return make_experiment(**options)
+    raise ConfigError(f"unknown data set {name!r}; choose one of {list(DATASETS)}")
