@@ -1,0 +1,271 @@
+"""Multi-arm uplift meta-learners on LightGBM: S, T, X and DR learners with the scikit-learn contract.
+
+Every learner is fitted with ``fit(X, arm, y, propensity=None)`` and predicts the expected outcome under
+each arm, ``predict(X) -> (n, n_arms)`` with columns in ``arms_`` order (control first), and the uplift of
+each treatment arm over control, ``predict_uplift(X) -> (n, n_arms - 1)``. For a binary outcome the
+predictions are probabilities, clipped to [0, 1] for the X and DR learners (whose control model plus
+effect model can step outside); ``predict_uplift`` is always the difference of ``predict`` columns.
+
+The features are converted to one numpy matrix once per call; the models are trained with LightGBM's
+native API on one binned dataset per ``fit`` (row subsets share its bins).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from features.catalog import CONTROL_ARM
+from features.errors import ConfigError, DataError
+from training.learners_base import (
+    UpliftLearnerBase,
+    arm_shares,
+    effect_params,
+    make_dataset,
+    subset,
+    train,
+)
+
+log = logging.getLogger(__name__)
+
+#: Upper bound on the cells of the stacked matrix the S-learner scores in one LightGBM call.
+MAX_STACK_CELLS = 2**25
+
+__all__ = ["DRLearner", "SLearner", "TLearner", "XLearner", "aipw_pseudo_outcome", "make_learner"]
+
+
+class SLearner(UpliftLearnerBase):
+    """One model of the outcome on the features plus the arm.
+
+    The arm enters as one-hot indicators of the treatment arms and, when ``arm_values`` (arm -> coupon
+    value) is given, as a numeric value feature. With ``monotone=True`` the arm enters through its value
+    only, under a +1 monotone constraint, so predictions never decrease with the coupon value (arms with
+    equal value then get equal predictions).
+
+    Fitted attributes: ``model_`` (lgb.Booster) and ``arm_table_`` (n_arms, n_arm_features), the arm
+    features of each arm.
+    """
+
+    def __init__(
+        self,
+        control: str = CONTROL_ARM,
+        arms: list[str] | None = None,
+        outcome: str | None = None,
+        params: dict[str, Any] | None = None,
+        random_state: int | None = 0,
+        min_arm_rows: int = 20,
+        arm_values: dict[str, float] | None = None,
+        monotone: bool = False,
+    ):
+        super().__init__(control, arms, outcome, params, random_state, min_arm_rows)
+        self.arm_values = arm_values
+        self.monotone = monotone
+
+    def _fit(self, X: np.ndarray, codes: np.ndarray, y: np.ndarray, prop: np.ndarray | None) -> None:
+        self.arm_table_ = self._arm_table()
+        p = X.shape[1]
+        Z = np.empty((X.shape[0], p + self.arm_table_.shape[1]), dtype=np.float64)
+        Z[:, :p] = X
+        Z[:, p:] = self.arm_table_[codes]
+        params = dict(self.lgb_params_)
+        if self.monotone:
+            params["monotone_constraints"] = [0] * p + [1]
+        self.model_ = train(make_dataset(Z, y, params, self.encoder_.categorical), params)
+
+    def _arm_table(self) -> np.ndarray:
+        """The arm features of each arm: one row per arm in ``arms_`` order."""
+        m = len(self.arms_)
+        if self.monotone and self.arm_values is None:
+            raise ConfigError("monotone=True needs arm_values (arm -> coupon value)")
+        values = None
+        if self.arm_values is not None:
+            missing = [a for a in self.arms_ if a not in self.arm_values]
+            if missing:
+                raise ConfigError(f"arm_values has no value for arm {missing[0]!r}")
+            values = np.array([float(self.arm_values[a]) for a in self.arms_])[:, None]
+            if self.monotone and len(np.unique(values)) < m:
+                log.warning("monotone S-learner: arms with equal arm_values get equal predictions")
+        if self.monotone:
+            return values
+        onehot = np.eye(m)[:, 1:]
+        return onehot if values is None else np.hstack([onehot, values])
+
+    def _predict(self, X: np.ndarray) -> np.ndarray:
+        n, p = X.shape
+        m, k = self.arm_table_.shape
+        rows = max(1, MAX_STACK_CELLS // (m * (p + k)))
+        if n <= rows:
+            return self._predict_stacked(X)
+        return np.vstack([self._predict_stacked(X[s : s + rows]) for s in range(0, n, rows)])
+
+    def _predict_stacked(self, X: np.ndarray) -> np.ndarray:
+        """Score every row under every arm in one LightGBM call on the (n * n_arms) stacked matrix."""
+        n, p = X.shape
+        m, k = self.arm_table_.shape
+        Z = np.empty((m * n, p + k), dtype=np.float64)
+        for a in range(m):
+            Z[a * n : (a + 1) * n, :p] = X
+            Z[a * n : (a + 1) * n, p:] = self.arm_table_[a]
+        return self.model_.predict(Z).reshape(m, n).T.copy()
+
+
+class TLearner(UpliftLearnerBase):
+    """One outcome model per arm, each trained on that arm's rows.
+
+    Fitted attributes: ``models_`` (one lgb.Booster per arm, ``arms_`` order).
+    """
+
+    def _fit(self, X: np.ndarray, codes: np.ndarray, y: np.ndarray, prop: np.ndarray | None) -> None:
+        ds = make_dataset(X, y, self.lgb_params_, self.encoder_.categorical)
+        self.models_ = _arm_models(ds, codes, len(self.arms_), self.lgb_params_)
+
+    def _predict(self, X: np.ndarray) -> np.ndarray:
+        return np.column_stack([model.predict(X) for model in self.models_])
+
+
+class XLearner(UpliftLearnerBase):
+    """Multi-arm X-learner: each treatment arm against control.
+
+    Stage 1 fits one outcome model per arm. Stage 2 imputes effects (treated rows: ``y - mu_0(x)``;
+    control rows: ``mu_a(x) - y``) and fits an effect model on each. The two effects are combined as
+    ``g_a * tau0_a + (1 - g_a) * tau1_a`` with ``g_a = e_a / (e_a + e_0)``, where ``e_a`` is the mean known
+    propensity of the arm's rows (exact for randomized data), else the arm's share of rows.
+    ``predict = mu_0(x) + tau_a(x)``.
+
+    Fitted attributes: ``models_`` (outcome model per arm), ``effect_models_`` (per treatment arm, the pair
+    (tau0, tau1)), ``weights_`` (g_a per treatment arm), ``arm_propensity_`` (e_a per arm).
+    """
+
+    def _fit(self, X: np.ndarray, codes: np.ndarray, y: np.ndarray, prop: np.ndarray | None) -> None:
+        m = len(self.arms_)
+        params = self.lgb_params_
+        ds = make_dataset(X, y, params, self.encoder_.categorical)
+        self.models_ = _arm_models(ds, codes, m, params)
+        self.arm_propensity_ = arm_shares(codes, m, prop)
+        rows0 = np.flatnonzero(codes == 0)
+        X0, y0 = X[rows0], y[rows0]
+        treated = np.flatnonzero(codes != 0)
+        resid1 = y[treated] - self.models_[0].predict(X[treated])
+        eff = effect_params(params)
+        self.effect_models_, self.weights_ = [], []
+        for a in range(1, m):
+            rows_a = np.flatnonzero(codes == a)
+            d1 = resid1[codes[treated] == a]
+            d0 = self.models_[a].predict(X0) - y0
+            tau0 = train(subset(ds, rows0, d0), eff)
+            tau1 = train(subset(ds, rows_a, d1), eff)
+            self.effect_models_.append((tau0, tau1))
+            e_a, e_0 = self.arm_propensity_[a], self.arm_propensity_[0]
+            self.weights_.append(float(e_a / (e_a + e_0)))
+
+    def _predict(self, X: np.ndarray) -> np.ndarray:
+        out = np.empty((X.shape[0], len(self.arms_)), dtype=np.float64)
+        out[:, 0] = self.models_[0].predict(X)
+        for j, ((tau0, tau1), g) in enumerate(zip(self.effect_models_, self.weights_, strict=True), 1):
+            out[:, j] = out[:, 0] + g * tau0.predict(X) + (1.0 - g) * tau1.predict(X)
+        return out
+
+
+class DRLearner(UpliftLearnerBase):
+    """Doubly robust (AIPW) learner with cross-fitting.
+
+    Outcome models per arm are cross-fitted over ``n_folds`` folds (stratified by arm), giving
+    out-of-fold ``mu_a(x_i)`` for every row and arm. For each treatment arm, the AIPW pseudo-outcome
+    (:func:`aipw_pseudo_outcome`) with the known propensity of each row's own arm (else the empirical arm
+    share) is regressed on the features over all rows. ``predict = mu_0(x) + tau_a(x)``, with ``mu_0``
+    refitted on all control rows.
+
+    Fitted attributes: ``control_model_``, ``effect_models_`` (per treatment arm), ``arm_propensity_``.
+    """
+
+    def __init__(
+        self,
+        control: str = CONTROL_ARM,
+        arms: list[str] | None = None,
+        outcome: str | None = None,
+        params: dict[str, Any] | None = None,
+        random_state: int | None = 0,
+        min_arm_rows: int = 20,
+        n_folds: int = 3,
+    ):
+        super().__init__(control, arms, outcome, params, random_state, min_arm_rows)
+        self.n_folds = n_folds
+
+    def _fit(self, X: np.ndarray, codes: np.ndarray, y: np.ndarray, prop: np.ndarray | None) -> None:
+        if not isinstance(self.n_folds, int | np.integer) or self.n_folds < 2:
+            raise ConfigError(f"n_folds must be an integer >= 2, got {self.n_folds!r}")
+        m = len(self.arms_)
+        params = self.lgb_params_
+        ds = make_dataset(X, y, params, self.encoder_.categorical)
+        folds = stratified_folds(codes, self.n_folds, self.random_state)
+        mu = self._cross_fit(ds, X, codes, folds, params)
+        self.arm_propensity_ = arm_shares(codes, m, prop)
+        e_own = prop if prop is not None else self.arm_propensity_[codes]
+        self.control_model_ = train(subset(ds, np.flatnonzero(codes == 0)), params)
+        every = np.arange(X.shape[0])
+        eff = effect_params(params)
+        self.effect_models_ = [
+            train(subset(ds, every, aipw_pseudo_outcome(y, codes, mu, e_own, a)), eff) for a in range(1, m)
+        ]
+
+    def _cross_fit(
+        self, ds: Any, X: np.ndarray, codes: np.ndarray, folds: np.ndarray, params: dict[str, Any]
+    ) -> np.ndarray:
+        """Out-of-fold predictions of each arm's outcome model, shape (n, n_arms)."""
+        mu = np.empty((X.shape[0], len(self.arms_)), dtype=np.float64)
+        for f in range(self.n_folds):
+            held = np.flatnonzero(folds == f)
+            X_held = X[held]
+            for a in range(len(self.arms_)):
+                rows = np.flatnonzero((folds != f) & (codes == a))
+                mu[held, a] = train(subset(ds, rows), params).predict(X_held)
+        return mu
+
+    def _predict(self, X: np.ndarray) -> np.ndarray:
+        out = np.empty((X.shape[0], len(self.arms_)), dtype=np.float64)
+        out[:, 0] = self.control_model_.predict(X)
+        for j, model in enumerate(self.effect_models_, 1):
+            out[:, j] = out[:, 0] + model.predict(X)
+        return out
+
+
+def aipw_pseudo_outcome(y: np.ndarray, codes: np.ndarray, mu: np.ndarray, e_own: np.ndarray, arm: int) -> np.ndarray:
+    """AIPW pseudo-outcome of arm ``arm`` against arm 0 for every row.
+
+    ``mu_a - mu_0 + 1[A=a] (y - mu_a) / e_a - 1[A=0] (y - mu_0) / e_0``, where ``mu`` holds out-of-fold
+    outcome predictions (n, n_arms) and ``e_own`` the propensity of each row's own arm.
+    """
+    n = len(y)
+    w = (y - mu[np.arange(n), codes]) / e_own
+    sign = (codes == arm).astype(np.float64) - (codes == 0)
+    return mu[:, arm] - mu[:, 0] + sign * w
+
+
+def stratified_folds(codes: np.ndarray, n_folds: int, seed: int | None) -> np.ndarray:
+    """A fold number per row, balanced within each arm."""
+    if np.bincount(codes).min() < n_folds:
+        raise DataError(f"every arm needs at least n_folds={n_folds} rows for cross-fitting")
+    rng = np.random.default_rng(seed)
+    folds = np.empty(len(codes), dtype=np.intp)
+    for a in np.unique(codes):
+        rows = np.flatnonzero(codes == a)
+        folds[rng.permutation(rows)] = np.arange(len(rows)) % n_folds
+    return folds
+
+
+def _arm_models(ds: Any, codes: np.ndarray, n_arms: int, params: dict[str, Any]) -> list[Any]:
+    """One booster per arm, each on the arm's rows of the shared dataset."""
+    return [train(subset(ds, np.flatnonzero(codes == a)), params) for a in range(n_arms)]
+
+
+_LEARNERS: dict[str, type[UpliftLearnerBase]] = {"s": SLearner, "t": TLearner, "x": XLearner, "dr": DRLearner}
+
+
+def make_learner(name: str, **kw: Any) -> UpliftLearnerBase:
+    """A learner by short name: "s", "t", "x" or "dr" (case-insensitive); ``kw`` are its parameters."""
+    cls = _LEARNERS.get(str(name).lower())
+    if cls is None:
+        raise ConfigError(f"unknown learner {name!r}; choose one of {sorted(_LEARNERS)}")
+    return cls(**kw)
