@@ -1,0 +1,51 @@
+"""The online store keeps the latest features per customer, exactly as written."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.errors import DataError
+from features.store import OnlineStore, records_equal
+
+
+def frame() -> pd.DataFrame:
+    return pd.DataFrame(
+        {"recency": [1.5, np.nan, 7.0], "city": ["a", None, "c"], "n": [1, 2, 3]},
+        index=pd.Index(["c1", "c2", "c3"], name="customer_id"),
+    )
+
+
+def test_round_trip_keeps_values_and_missing(tmp_path):
+    store = OnlineStore(tmp_path / "s.db")
+    assert store.put_frame(frame(), as_of=5.0) == 3
+    assert store.get("c1") == {"recency": 1.5, "city": "a", "n": 1}
+    assert store.get("c2") == {"recency": None, "city": None, "n": 2}
+    assert store.get("nobody") is None
+    assert set(store.get_many(["c1", "c3", "zz"])) == {"c1", "c3"}
+    back = store.to_frame()
+    pd.testing.assert_series_equal(back["recency"], frame()["recency"], check_names=False)
+
+
+def test_older_features_never_overwrite_newer(tmp_path):
+    store = OnlineStore(tmp_path / "s.db")
+    store.put_frame(frame(), as_of=10.0)
+    stale = frame().assign(recency=[99.0, 99.0, 99.0])
+    store.put_frame(stale, as_of=3.0)
+    assert store.get("c1")["recency"] == 1.5
+    store.put_frame(stale, as_of=11.0)
+    assert store.get("c1")["recency"] == 99.0
+
+
+def test_duplicate_customers_are_rejected(tmp_path):
+    store = OnlineStore(tmp_path / "s.db")
+    dup = pd.concat([frame(), frame().iloc[:1]])
+    with pytest.raises(DataError, match="c1"):
+        store.put_frame(dup, as_of=1.0)
+
+
+def test_records_equal_tolerates_float_noise_not_differences():
+    assert records_equal({"a": 1.0, "b": None}, {"a": 1.0 + 1e-12, "b": float("nan")})
+    assert not records_equal({"a": 1.0}, {"a": 1.1})
+    assert not records_equal({"a": 1.0}, {"b": 1.0})
