@@ -4,7 +4,8 @@ A trained model is saved as plain data (LightGBM model strings plus a JSON spec)
 without importing `training/`, and training checks that this runtime gives exactly its learners' predictions.
 
 Spec of one outcome model (``kind``):
-- ``"s"``: one booster on ``[X, onehot(arm), value(arm)?]``; all arms scored in one stacked call.
+- ``"s"``: one booster on ``[X, arm_table[arm]]`` (the arm's features: one-hot, coupon value, ...); all arms
+  scored in one stacked call.
 - ``"t"``: one booster per arm on ``X``.
 - ``"mu_tau"``: a control-outcome booster ``mu`` and effect boosters ``tau_j``; arm ``a`` gets
   ``mu(X) + sum_j weights[a][j] * tau_j(X)`` (X- and DR-learners).
@@ -112,7 +113,7 @@ class OutcomeScorer:
         self.kind = spec["kind"]
         self.n_arms = n_arms
         self.boosters = [_booster(s) for s in spec["boosters"]]
-        self.arm_values = spec.get("arm_values")
+        self.arm_table = np.asarray(spec.get("arm_table", []), dtype=np.float64)
         self.weights = np.asarray(spec.get("weights", []), dtype=np.float64)
         if self.kind not in ("s", "t", "mu_tau"):
             raise ModelError(f"unknown outcome model kind {self.kind!r}")
@@ -123,7 +124,7 @@ class OutcomeScorer:
         if self.kind == "t":
             return np.column_stack([b.predict(X) for b in self.boosters])
         if self.kind == "s":
-            return self.boosters[0].predict(stack_arms(X, self.n_arms, self.arm_values)).reshape(self.n_arms, n).T
+            return self.boosters[0].predict(stack_arms(X, self.arm_table)).reshape(self.n_arms, n).T
         mu = self.boosters[0].predict(X)
         taus = (
             np.column_stack([b.predict(X) for b in self.boosters[1:]]) if len(self.boosters) > 1 else np.zeros((n, 0))
@@ -131,15 +132,13 @@ class OutcomeScorer:
         return mu[:, None] + taus @ self.weights.T
 
 
-def stack_arms(X: np.ndarray, n_arms: int, arm_values: Sequence[float] | None) -> np.ndarray:
-    """Rows of X repeated once per arm (arm-major), with the arm one-hot and optional arm value appended."""
+def stack_arms(X: np.ndarray, arm_table: np.ndarray) -> np.ndarray:
+    """Rows of X repeated once per arm (arm-major), each block followed by that arm's row of `arm_table`."""
     n, d = X.shape
-    extra = n_arms + (1 if arm_values is not None else 0)
-    out = np.empty((n * n_arms, d + extra), dtype=np.float64)
-    out[:, :d] = np.tile(X, (n_arms, 1))
-    out[:, d : d + n_arms] = np.repeat(np.eye(n_arms), n, axis=0)
-    if arm_values is not None:
-        out[:, -1] = np.repeat(np.asarray(arm_values, dtype=np.float64), n)
+    m, k = arm_table.shape
+    out = np.empty((n * m, d + k), dtype=np.float64)
+    out[:, :d] = np.tile(X, (m, 1))
+    out[:, d:] = np.repeat(arm_table, n, axis=0)
     return out
 
 

@@ -38,9 +38,9 @@ def test_bad_number_in_record_names_the_feature():
         FeatureSpec(("x",), {}).encode_records([{"x": "abc"}])
 
 
-def test_stack_arms_layout_is_arm_major_with_one_hot_and_value():
+def test_stack_arms_layout_is_arm_major_with_arm_features():
     X = np.array([[1.0], [2.0]])
-    out = stack_arms(X, 3, [0.0, 5.0, 10.0])
+    out = stack_arms(X, np.column_stack([np.eye(3), [0.0, 5.0, 10.0]]))
     assert out.shape == (6, 5)
     np.testing.assert_array_equal(out[:, 0], [1, 2, 1, 2, 1, 2])
     np.testing.assert_array_equal(out[2:4, 1:4], [[0, 1, 0], [0, 1, 0]])
