@@ -100,7 +100,7 @@ def perfect_qini_curve(
 
     With ``negative_effect`` the ranking puts treated responders first and control responders last (so the
     curve falls again at the end); without it, sklift's three-point curve (0, 0), (R, R), (n, R) where R is
-    the total incremental outcome (the x of the middle point is R, as in sklift).
+    the total incremental outcome (the x of the middle point is R, as in sklift, which fails for R < 0).
     """
     if not isinstance(negative_effect, bool):
         raise ConfigError(f"negative_effect must be a bool, got {negative_effect!r}")
@@ -109,6 +109,8 @@ def perfect_qini_curve(
         return qini_curve(yy, yy * tt - yy * (1 - tt), tt)
     treated, control = tt == 1, tt == 0
     total = yy[treated].sum() - treated.sum() * yy[control].sum() / control.sum()
+    if total < 0:
+        raise DataError(f"negative_effect=False needs a total incremental outcome >= 0, got {total:.4g}")
     return np.array([0.0, total, float(yy.size)]), np.array([0.0, total, total])
 
 
