@@ -305,7 +305,8 @@ def _outcomes(events: pd.DataFrame, units: pd.DataFrame, idx: dict[str, EventInd
     lo = units["time"].to_numpy(dtype=float)
     hi = lo + window
     tx, views = idx["transaction"], idx["offer_viewed"]
-    n_tx = tx.count_between(tx.codes(cust), lo, hi)
+    c_tx = tx.codes(cust)
+    n_tx = tx.count_between(c_tx, lo, hi)
     n_views = views.count_between(views.codes(cust), lo, hi)
     key = cust + "|" + units["arm"].to_numpy(dtype=object)
     by_offer = {}
@@ -323,7 +324,7 @@ def _outcomes(events: pd.DataFrame, units: pd.DataFrame, idx: dict[str, EventInd
             "time": hi,
             "visit": ((n_tx > 0) | (n_views > 0)).astype(np.int64),
             "buy": (n_tx > 0).astype(np.int64),
-            "spend": tx.sum_between("amount", tx.codes(cust), lo, hi),
+            "spend": tx.sum_between("amount", c_tx, lo, hi),
             "redeem": (n_done > 0).astype(np.int64),
             "transactions": n_tx,
             "viewed": (treated & (seen.count_between(seen.codes(key), lo, hi) > 0)).astype(np.int64),
