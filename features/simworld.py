@@ -337,7 +337,8 @@ class SimWorld:
     def history_events(self) -> pd.DataFrame:
         """Events of the pre-period [-history.hours, 0): ordinary purchases (a Poisson process at each
         customer's base rate, thinned by shocks) and the past campaigns (received, viewed, completed with its
-        purchase). Deterministic given the seed; computed once and cached (do not modify the frame)."""
+        purchase), censored at time 0 (what a late contact leads to after 0 is not recorded).
+        Deterministic given the seed; computed once and cached (do not modify the frame)."""
         if self._history is None:
             self._history = self._make_history(np.random.default_rng(self._history_seed))
         return self._history
@@ -362,7 +363,8 @@ class SimWorld:
             part = slice(start, start + CHUNK)
             draws = self._draw(p_rows[part], p_times[part], p_arms[part], rng, record=False)
             frames.append(self._events(draws, p_rows[part], p_times[part], p_arms[part], all_transactions=False))
-        return sort_events(pd.concat(frames, ignore_index=True))
+        events = pd.concat(frames, ignore_index=True)
+        return sort_events(events.loc[events["time"].to_numpy() < 0.0])
 
 
 def _merge(pieces: list[tuple[np.ndarray, Draws]], n: int) -> Draws:
