@@ -30,6 +30,7 @@ import pandas as pd
 
 from features.catalog import Catalog
 from features.errors import SchemaError
+from features.experiment import Experiment
 from features.simworld_config import WorldConfig, load_world_spec
 from features.simworld_play import (
     Draws,
@@ -316,7 +317,7 @@ class SimWorld:
         """Past campaign contacts (row, time, arm) in [-history.hours, 0), written into the contact history."""
         hist, depth = self.config.history, self.contacts.times.shape[1]
         lam = hist.contacts_per_week * hist.hours / 168.0
-        counts = np.minimum(rng.poisson(lam, self.n_customers), depth // 2)
+        counts = np.minimum(rng.poisson(lam, self.n_customers), depth // 2) * (self.arms.n_arms > 1)
         rows = np.repeat(np.arange(self.n_customers), counts)
         times = rng.uniform(-hist.hours, 0.0, rows.size)
         arm_idx = np.zeros(rows.size, dtype=np.int64)
@@ -380,9 +381,7 @@ def _merge(pieces: list[tuple[np.ndarray, Draws]], n: int) -> Draws:
     return Draws(**out)
 
 
-def make_experiment(
-    n_customers: int, seed: int = 0, propensities: Any = None, **kwargs: Any
-) -> Any:  # -> features.experiment.Experiment
+def make_experiment(n_customers: int, seed: int = 0, propensities: Any = None, **kwargs: Any) -> Experiment:
     """A randomized experiment of the default world; see `features.simworld_experiment.make_experiment`."""
     from features.simworld_experiment import make_experiment as _make  # late: that module imports this one
 

@@ -160,10 +160,12 @@ class WorldConfig:
             kw["channels"] = {
                 str(k): _make(ChannelBehaviour, v, f"world.channels.{k}") for k, v in spec["channels"].items()
             }
-        for name, kind in (("population", Population), ("fatigue", Fatigue)):
-            if name in spec:
-                kw[name] = _make(kind, spec[name], f"world.{name}")
-        for name, kind in (("abusers", Abusers), ("history", History)):
+        for name, kind in (
+            ("population", Population),
+            ("fatigue", Fatigue),
+            ("abusers", Abusers),
+            ("history", History),
+        ):
             if name in spec:
                 kw[name] = _make(kind, spec[name], f"world.{name}")
         if "shocks" in spec:

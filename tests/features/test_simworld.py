@@ -329,3 +329,17 @@ def test_world_config_rejects_unknown_keys_and_bad_shocks():
     catalog, _ = load_world_spec()
     with pytest.raises(ConfigError, match="unknown sections"):
         spec_to_world({"catalog": catalog.to_dict(), "wrold": {}})
+
+
+def test_a_catalog_without_channels_works_and_offers_always_arrive():
+    spec = {
+        "catalog": {"name": "tiny", "offers": [{"id": "c5", "coupon_value": 5, "min_spend": 20}]},
+        "world": {"cities": [{"id": "one"}], "abusers": {"share": 0.0}},
+    }
+    catalog, config = spec_to_world(spec)
+    world = SimWorld(catalog, config, 400, seed=0)
+    truth = world.truth()
+    assert truth.profit.shape == (400, 2) and truth.eligible.all()
+    assert ((truth.buy[:, 1] >= truth.buy[:, 0]) & (truth.redeem[:, 1] > 0)).all()
+    out = world.play(decisions_for(world, np.arange(400), np.ones(400, dtype=int))).outcomes
+    assert (out["delivered"] == 1).all() and (out["violation"] == 0).all()
