@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from features.catalog import Catalog
-from features.errors import SchemaError
+from features.errors import ConfigError, SchemaError
 from features.experiment import Experiment
 from features.simworld_config import WorldConfig, load_world_spec
 from features.simworld_play import (
@@ -68,6 +68,8 @@ class SimWorld:
     """A seeded simulated population with known true responses to every arm of a catalog."""
 
     def __init__(self, catalog: Catalog, config: WorldConfig, n_customers: int, seed: int = 0, history_depth: int = 12):
+        if int(n_customers) < 1:
+            raise ConfigError(f"a world needs at least one customer, got n_customers={n_customers!r}")
         self.catalog = catalog
         self.config = config
         self.seed = int(seed)
