@@ -1,0 +1,86 @@
+"""``offerlift serve``: validate the settings, check that a champion exists, then run the BentoML service.
+
+The integrator wires `serve` to ``offerlift serve [--port PORT] [--insecure] [--config FILE]``. Errors that stop
+the start (no API key without ``--insecure``, an invalid config, no champion in the registry) are raised as
+ConfigError / ModelError with a message that says how to fix them, before any worker is spawned.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from features.registry import REPO_ROOT, require_alias
+from serving.settings import ServeSettings, load_settings
+
+log = logging.getLogger(__name__)
+
+SERVICE = "serving.service:OfferLift"
+SERVICE_NAME = "OfferLift"
+
+
+def prepare(
+    port: int | None = None,
+    insecure: bool = False,
+    config: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ServeSettings:
+    """Validated settings for a start, after checking that the champion alias exists (ModelError if not)."""
+    extra: dict[str, Any] = dict(overrides or {})
+    if port is not None:
+        extra["port"] = port
+    if insecure:
+        extra["insecure"] = True
+    settings = load_settings(config, overrides=extra, environ=environ)
+    require_alias(settings.registry_settings(), settings.registry.alias)
+    return settings
+
+
+def command(settings: ServeSettings) -> list[str]:
+    """The ``bentoml serve`` command line for these settings (always a loopback or explicit host)."""
+    bentoml = Path(sys.executable).with_name("bentoml")
+    return [str(bentoml), "serve", SERVICE, "--host", settings.host, "--port", str(settings.port)]
+
+
+def environment(settings: ServeSettings, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The worker environment: validated settings as JSON, worker and thread counts, one OpenMP thread."""
+    env = dict(os.environ if base is None else base)
+    env.update(settings.to_env())
+    services = {SERVICE_NAME: {"workers": settings.workers, "threads": settings.threads}}
+    env["BENTOML_CONFIG_OVERRIDES"] = json.dumps({"services": services})
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("BENTOML_DO_NOT_TRACK", "true")
+    return env
+
+
+def serve(
+    port: int | None = None,
+    insecure: bool = False,
+    config: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> int:
+    """Run the decision service on 127.0.0.1 until it is stopped; returns its exit code.
+
+    Raises:
+        ConfigError: no ``$OFFERLIFT_API_KEY`` without `insecure`, or invalid settings (names the field).
+        ModelError: no model has the champion alias (says how to train and promote one).
+    """
+    settings = prepare(port, insecure, config, overrides)
+    if settings.insecure:
+        log.warning("serving WITHOUT an API key (--insecure): anyone who can reach the port can decide")
+    log.info(
+        "serving %s@%s on http://%s:%d with %d workers",
+        settings.registry.model_name,
+        settings.registry.alias,
+        settings.host,
+        settings.port,
+        settings.workers,
+    )
+    return subprocess.call(command(settings), cwd=REPO_ROOT, env=environment(settings))

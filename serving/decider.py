@@ -1,0 +1,381 @@
+"""The in-process decision engine (no HTTP): champion model, online features, rules, policy, pacing and the log.
+
+One `Decider` per worker process. `decide(customer_id, context)`:
+
+1. takes one reference to the current champion (a swap never changes a request half-way);
+2. reads the customer's latest features from the online store (an unknown customer is decided from the context
+   alone: a cold start), applies the context (city, feature overrides) and scores every arm without pandas;
+3. masks the arms that break a customer rule (eligibility, consent, reach, the channels available);
+4. inside the decision log's write transaction (`DecisionLog.commit`), with the budget and the customer's recent
+   contacts as of that transaction: applies the caps and the budget, updates the pacing price, runs the pure
+   policy (`serving.policy.decide`) and logs the decision, which is durable before `decide` returns.
+
+A background thread looks for a new champion every ``registry.reload_interval_s`` seconds, loads and warms it up
+next to the old one, then swaps a single reference: requests in flight finish with the model they started with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from features.errors import ModelError
+from features.model_io import load_model
+from features.registry import alias_version, require_alias
+from features.scoring import ArmScorer
+from features.store import OnlineStore
+from serving.decision_log import DecisionLog, LedgerState
+from serving.pacing import PacingState, update_price
+from serving.policy import PolicyConfig, decide, explain, holdout_unit
+from serving.rules import Rules, allowed_arms
+from serving.settings import ServeSettings
+
+log = logging.getLogger(__name__)
+
+Loader = Callable[[str], ArmScorer]
+
+
+def hash_id(customer_id: str) -> str:
+    """A short stable digest of a customer id, for logs (ids never appear in plain text)."""
+    return hashlib.blake2b(customer_id.encode(), digest_size=6).hexdigest()
+
+
+def expected_cost(scorer: ArmScorer, preds: Mapping[str, np.ndarray]) -> np.ndarray:
+    """(n, K) expected cost of each arm: redeem cost times P(redeem) (else P(buy), else 1) plus contact cost."""
+    prob_name = "redeem" if "redeem" in preds else "buy" if "buy" in preds else None
+    if prob_name is None:
+        return np.broadcast_to(scorer.redeem_cost + scorer.contact_cost, preds[scorer.value_outcome].shape).copy()
+    prob = np.clip(preds[prob_name], 0.0, 1.0)
+    return scorer.redeem_cost[None, :] * prob + scorer.contact_cost[None, :]
+
+
+@dataclass(frozen=True)
+class Champion:
+    """A loaded model with everything a decision needs precomputed."""
+
+    scorer: ArmScorer
+    version: str
+    policy: PolicyConfig
+    arm_ids: list[str]
+    offer_ids: list[str | None]
+    channels: list[str | None]
+    coupon_values: list[float]
+    worst_cost: list[float]
+    consent_flags: frozenset[str]
+
+    @classmethod
+    def build(cls, scorer: ArmScorer, version: str, settings: ServeSettings) -> Champion:
+        """Precompute arm metadata and the policy config (the fallback arm id becomes this model's index)."""
+        p = settings.policy
+        fallback = 0 if p.fallback_arm is None else scorer.catalog.index(p.fallback_arm)
+        policy = PolicyConfig(holdout=p.holdout, explore=p.explore, experiment=p.experiment, fallback_arm=fallback)
+        arms = [scorer.catalog.arm(a) for a in scorer.arms]
+        return cls(
+            scorer=scorer,
+            version=str(version),
+            policy=policy,
+            arm_ids=list(scorer.arms),
+            offer_ids=[None if a.offer is None else a.offer.id for a in arms],
+            channels=[None if a.channel is None else a.channel.id for a in arms],
+            coupon_values=[a.coupon_value for a in arms],
+            worst_cost=[0.0 if a.is_control else a.redeem_cost + a.contact_cost for a in arms],
+            consent_flags=frozenset(c.consent for c in scorer.catalog.channels if c.consent),
+        )
+
+    def scores(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(incremental profit, expected cost), each (n, K)."""
+        preds = self.scorer.predict(X)
+        profit = self.scorer.profit(preds)
+        return profit - profit[:, [0]], expected_cost(self.scorer, preds)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One logged decision, as the service returns it."""
+
+    decision_id: str
+    arm: str
+    offer_id: str | None
+    coupon_value: float
+    channel: str | None
+    propensity: float
+    group_propensity: float
+    group: str
+    model_version: str
+    expected_incremental_profit: float
+    expected_cost: float
+    committed_cost: float
+    price: float
+    cold_start: bool
+    explanation: list[dict[str, Any]] = field(default_factory=list)
+
+
+def registry_loader(settings: ServeSettings) -> Loader:
+    """Load a registered model version from the settings' MLflow registry."""
+    reg = settings.registry_settings()
+
+    def load(version: str) -> ArmScorer:
+        import mlflow
+
+        mlflow.set_tracking_uri(reg.tracking_uri)
+        return load_model(f"models:/{reg.model_name}/{version}")
+
+    return load
+
+
+class Decider:
+    """Decisions for one worker process.
+
+    Args:
+        settings: validated service settings.
+        loader: loads a model version (default: from the registry in the settings).
+        version_of_champion: returns the version behind the champion alias, or None (default: the registry).
+        decision_log: the decision log (default: from the settings).
+        store: the online feature store (default: from the settings).
+    """
+
+    def __init__(
+        self,
+        settings: ServeSettings,
+        loader: Loader | None = None,
+        version_of_champion: Callable[[], str | None] | None = None,
+        decision_log: DecisionLog | None = None,
+        store: OnlineStore | None = None,
+    ):
+        self.settings = settings
+        self.rules: Rules = settings.rules_config()
+        self._cap_rules = replace(self.rules, new_customers_only=False, cities=(), min_tier=None, require_consent=False)
+        self._registry = settings.registry_settings()
+        self._loader = loader or registry_loader(settings)
+        self._version_of = version_of_champion or (lambda: alias_version(self._registry, settings.registry.alias))
+        self._uses_registry = version_of_champion is None
+        self.log = decision_log or DecisionLog(settings.decision_log_url, synchronous=settings.sqlite_synchronous)
+        if store is None:
+            settings.online_store_path.parent.mkdir(parents=True, exist_ok=True)
+            store = OnlineStore(settings.online_store_path)
+        self.store = store
+        self._champion: Champion | None = None
+        self._swap_lock = threading.Lock()
+        self._pacing = PacingState()
+        self._pacing_lock = threading.Lock()
+        self._local = threading.local()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.ensure_budget()
+
+    # -- the model -------------------------------------------------------------------------------------------
+
+    @property
+    def champion(self) -> Champion | None:
+        """The model decisions use now (None before `load_champion`)."""
+        return self._champion
+
+    @property
+    def ready(self) -> bool:
+        """True once a champion is loaded."""
+        return self._champion is not None
+
+    def load_champion(self) -> Champion:
+        """Load the version behind the champion alias; ModelError says how to make one when there is none."""
+        version = self._version_of()
+        if version is None:
+            if self._uses_registry:
+                require_alias(self._registry, self.settings.registry.alias)  # raises with how to fix it
+            raise ModelError(f"no model has the alias {self.settings.registry.alias!r}; train and promote one first")
+        return self._install(version)
+
+    def refresh(self) -> bool:
+        """Swap in the champion if the alias moved; True when a new model is in use. Errors keep the old model."""
+        try:
+            version = self._version_of()
+            current = self._champion
+            if version is None or (current is not None and version == current.version):
+                return False
+            self._install(version)
+            return True
+        except Exception as exc:  # the service keeps answering with the model it has
+            log.warning("could not refresh the champion, keeping the current one: %s", exc)
+            return False
+
+    def _install(self, version: str) -> Champion:
+        with self._swap_lock:
+            current = self._champion
+            if current is not None and current.version == str(version):
+                return current
+            t0 = time.perf_counter()
+            champion = Champion.build(self._loader(str(version)), str(version), self.settings)
+            champion.scores(np.full((1, len(champion.scorer.features.columns)), np.nan))  # warm up
+            self._champion = champion  # one reference swap: atomic for the readers
+            log.info("champion version %s in use (loaded in %.2fs)", version, time.perf_counter() - t0)
+            return champion
+
+    def start_reloading(self) -> None:
+        """Look for a new champion every ``registry.reload_interval_s`` seconds in a daemon thread."""
+        interval = self.settings.registry.reload_interval_s
+        if interval <= 0 or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._reload_loop, args=(interval,), name="champion-reload", daemon=True)
+        self._thread.start()
+
+    def _reload_loop(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            self.refresh()
+
+    def close(self) -> None:
+        """Stop the reload thread and release the databases."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.log.dispose()
+        self.store.close()
+
+    # -- the budget ------------------------------------------------------------------------------------------
+
+    def ensure_budget(self) -> None:
+        """Create the campaign's budget, or resize it, keeping its start unless the settings give one."""
+        c = self.settings.campaign
+        if c.budget is None:
+            return
+        row = self.log.budget(c.name)
+        start = c.start if c.start is not None else (row["start_ts"] if row else time.time())
+        end = start + c.duration_hours * 3600.0
+        if row is None or (row["total"], row["start_ts"], row["end_ts"]) != (c.budget, start, end):
+            self.log.set_budget(c.name, c.budget, start, end)
+
+    def _price(self, state: LedgerState, now: float) -> float:
+        if not self.settings.pacing.enabled or state.budget_total is None:
+            return 0.0
+        committed = state.budget_total - (state.budget_left or 0.0)
+        with self._pacing_lock:
+            self._pacing = update_price(
+                self._pacing, committed, state.budget_total, state.budget_elapsed, now, self.settings.pacing.config()
+            )
+            return self._pacing.price
+
+    # -- decisions -------------------------------------------------------------------------------------------
+
+    def _rng(self) -> np.random.Generator:
+        rng = getattr(self._local, "rng", None)
+        if rng is None:
+            rng = self._local.rng = np.random.default_rng()
+        return rng
+
+    def _now(self, context: Mapping[str, Any]) -> float:
+        ts = context.get("timestamp")
+        if not self.settings.use_context_time or ts is None:
+            return time.time()
+        return ts.timestamp() if isinstance(ts, datetime) else float(ts)
+
+    def _rule_mask(self, champ: Champion, attrs: Mapping[str, Any], channels: Iterable[str] | None) -> np.ndarray:
+        customers = {k: [v] for k, v in attrs.items()}
+        if "lifecycle_stage" not in customers and "lifecycle" in customers:
+            customers["lifecycle_stage"] = customers["lifecycle"]
+        mask = allowed_arms(champ.scorer.catalog, customers, 1, self.rules)
+        if channels is not None:
+            available = set(channels)
+            mask[0, 1:] &= np.array([c in available for c in champ.channels[1:]], dtype=bool)
+        return mask
+
+    def decide(self, customer_id: str, context: Mapping[str, Any] | None = None) -> Decision:
+        """Decide and log one customer's arm (see the module docstring).
+
+        Context keys (all optional): ``city``, ``timestamp`` (unix seconds or datetime; used for caps and pacing
+        only with ``use_context_time``), ``channels`` (the channels available now), ``features`` (overrides).
+        """
+        champ = self._champion
+        if champ is None:
+            raise ModelError("no champion model is loaded")
+        ctx = dict(context or {})
+        stored = self.store.get(customer_id)
+        attrs = _attributes(stored, ctx, champ.consent_flags)
+        incr, cost = champ.scores(champ.scorer.features.encode_records([attrs]))
+        rule_mask = self._rule_mask(champ, attrs, ctx.get("channels"))
+        hu = holdout_unit([customer_id], champ.policy.experiment)
+        u = self._rng().random((1, 2))
+        now = self._now(ctx)
+        out: dict[str, Any] = {}
+
+        def choose(state: LedgerState) -> dict[str, Any]:
+            price = self._price(state, now)
+            caps = allowed_arms(champ.scorer.catalog, {}, 1, self._cap_rules, _contacts(state), state.budget_left)
+            mask = rule_mask & caps
+            d = decide(incr, cost, mask, hu, u, champ.policy, price)
+            j = int(d.arm[0])
+            out.update(price=price, mask=mask)
+            return {
+                "arm": champ.arm_ids[j],
+                "offer_id": champ.offer_ids[j],
+                "channel": champ.channels[j],
+                "coupon_value": champ.coupon_values[j],
+                "propensity": float(d.propensity[0]),
+                "group_propensity": float(d.group_propensity[0]),
+                "grp": str(d.group[0]),
+                "model_version": champ.version,
+                "expected_incremental_profit": float(d.incr[0]),
+                "expected_cost": float(d.cost[0]),
+                "committed_cost": champ.worst_cost[j],
+                "context": _log_context(ctx, price, stored is None),
+            }
+
+        row = self.log.commit(self.settings.campaign.name, customer_id, self.rules.cap_window_hours, choose, now=now)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("decision %s customer %s arm %s", row["decision_id"], hash_id(customer_id), row["arm"])
+        top = self.settings.policy.explain_top
+        return Decision(
+            decision_id=row["decision_id"],
+            arm=row["arm"],
+            offer_id=row["offer_id"],
+            coupon_value=row["coupon_value"],
+            channel=row["channel"],
+            propensity=row["propensity"],
+            group_propensity=row["group_propensity"],
+            group=row["grp"],
+            model_version=row["model_version"],
+            expected_incremental_profit=row["expected_incremental_profit"],
+            expected_cost=row["expected_cost"],
+            committed_cost=row["committed_cost"],
+            price=out["price"],
+            cold_start=stored is None,
+            explanation=explain(incr[0], out["mask"][0], champ.arm_ids, top) if top else [],
+        )
+
+    def record_outcomes(self, events: Iterable[Mapping[str, Any]]) -> int:
+        """Store outcome events in the canonical schema (idempotent on event_id); returns how many were new."""
+        return self.log.add_outcomes(events)
+
+
+def _attributes(stored: Mapping[str, Any] | None, ctx: Mapping[str, Any], consent: frozenset[str]) -> dict[str, Any]:
+    """Stored features, then the context's city and overrides; a consent flag known to the store is never overridden
+    (an opt-out recorded there wins over the request)."""
+    attrs: dict[str, Any] = dict(stored or {})
+    if ctx.get("city") is not None:
+        attrs["city"] = ctx["city"]
+    for k, v in (ctx.get("features") or {}).items():
+        if k not in consent or attrs.get(k) is None:
+            attrs[k] = v
+    return attrs
+
+
+def _contacts(state: LedgerState) -> dict[str, list[int]]:
+    return {ch: [n] for ch, n in state.contacts.items()}
+
+
+def _log_context(ctx: Mapping[str, Any], price: float, cold_start: bool) -> dict[str, Any] | None:
+    out: dict[str, Any] = {"price": price, "cold_start": cold_start}
+    for key in ("city", "channels"):
+        if ctx.get(key) is not None:
+            out[key] = list(ctx[key]) if key == "channels" else ctx[key]
+    ts = ctx.get("timestamp")
+    if ts is not None:
+        out["timestamp"] = ts.timestamp() if isinstance(ts, datetime) else float(ts)
+    if ctx.get("features"):
+        out["features"] = dict(ctx["features"])
+    return out

@@ -1,0 +1,248 @@
+"""The BentoML 1.4 decision service: ``POST /decide``, ``POST /outcomes``, ``/livez``, ``/readyz``, ``/docs``.
+
+Run it with ``offerlift serve`` (see `serving.cli_serve`) or ``bentoml serve serving.service:OfferLift``. Each
+worker process builds one `serving.decider.Decider` (the champion is loaded once per worker and hot-swapped in the
+background). Settings come from `serving.settings.settings_from_env`.
+
+What keeps BentoML's own overhead low (see benchmarks/results/serve.md):
+- handlers return pydantic models (a ``dict`` return makes BentoML rebuild a JSON schema for every response);
+- ``gc.freeze()`` after start-up, so the collector stops re-scanning the start-up heap (long pauses otherwise);
+- TCP_NODELAY on the listening socket that BentoML hands to each worker (accepted sockets inherit it);
+- metrics and access logs off; the API key is checked by a small ASGI middleware before any parsing.
+
+Customer ids never reach the logs in plain text: our own logs hash them, and a log filter removes the request
+body from BentoML's log of validation errors.
+"""
+
+from __future__ import annotations
+
+import gc
+import hmac
+import logging
+import socket
+import sys
+from datetime import datetime
+from typing import Annotated, Any
+
+import bentoml
+from bentoml.exceptions import BentoMLException, InvalidArgument, ServiceUnavailable
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from features.errors import DataError, ModelError
+from serving.decider import Decider, Decision
+from serving.settings import ServeSettings, settings_from_env
+
+log = logging.getLogger(__name__)
+
+PROTECTED = ("/decide", "/outcomes")
+Scalar = float | int | str | bool | None
+
+
+class DecideContext(BaseModel):
+    """Optional context of a decision request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    city: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    timestamp: datetime | None = Field(None, description="ISO 8601 or unix seconds")
+    channels: Annotated[list[Annotated[str, Field(max_length=32)]], Field(max_length=16)] | None = Field(
+        None, description="channels available now (others are not used); omitted: all"
+    )
+    features: Annotated[dict[Annotated[str, Field(max_length=64)], Scalar], Field(max_length=256)] | None = Field(
+        None, description="feature values that override the online store's"
+    )
+
+
+class ArmScore(BaseModel):
+    """One arm of the explanation."""
+
+    arm: str
+    expected_incremental_profit: float
+
+
+class DecideResponse(BaseModel):
+    """A logged decision."""
+
+    decision_id: str
+    arm: str
+    offer_id: str | None
+    coupon_value: float
+    channel: str | None
+    propensity: float
+    group: str
+    model_version: str
+    expected_incremental_profit: float
+    expected_cost: float
+    price: float
+    cold_start: bool
+    explanation: list[ArmScore]
+
+
+class OutcomeEvent(BaseModel):
+    """One outcome event in the canonical schema."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    customer_id: Annotated[str, Field(min_length=1, max_length=128)]
+    ts: float = Field(allow_inf_nan=False)
+    visit: float = Field(ge=0.0, le=1.0)
+    buy: float = Field(ge=0.0, le=1.0)
+    spend: float = Field(ge=0.0, allow_inf_nan=False)
+    redeem: float = Field(ge=0.0, le=1.0)
+    event_id: Annotated[str, Field(min_length=1, max_length=64)]
+    decision_id: Annotated[str, Field(max_length=36)] | None = None
+
+
+class OutcomesResponse(BaseModel):
+    """How many events arrived and how many were new (event ids make them idempotent)."""
+
+    received: int
+    new: int
+
+
+def to_response(d: Decision) -> DecideResponse:
+    """The HTTP form of a decision."""
+    return DecideResponse(
+        decision_id=d.decision_id,
+        arm=d.arm,
+        offer_id=d.offer_id,
+        coupon_value=d.coupon_value,
+        channel=d.channel,
+        propensity=d.propensity,
+        group=d.group,
+        model_version=d.model_version,
+        expected_incremental_profit=d.expected_incremental_profit,
+        expected_cost=d.expected_cost,
+        price=d.price,
+        cold_start=d.cold_start,
+        explanation=[ArmScore.model_validate(e) for e in d.explanation],
+    )
+
+
+class ApiKeyMiddleware:
+    """Pure ASGI middleware: ``Authorization: Bearer KEY`` on the protected paths, 401 otherwise."""
+
+    def __init__(self, app: Any, settings: ServeSettings | None = None):
+        self.app = app
+        settings = settings or settings_from_env()
+        key = settings.api_key
+        self.expected = None if key is None else f"Bearer {key.get_secret_value()}".encode()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Reject unauthenticated calls of the protected paths before any parsing."""
+        if self.expected is not None and scope["type"] == "http" and scope["path"].rstrip("/") in PROTECTED:
+            given = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+            if not hmac.compare_digest(given, self.expected):
+                await _send_401(send)
+                return
+        await self.app(scope, receive, send)
+
+
+async def _send_401(send: Any) -> None:
+    body = b'{"error":"missing or wrong API key: send the header Authorization: Bearer KEY"}'
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"www-authenticate", b"Bearer"),
+    ]
+    await send({"type": "http.response.start", "status": 401, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class _NoRequestBodies(logging.Filter):
+    """Log client errors as one line: a validation error's traceback quotes the request body (customer ids)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, ValidationError):
+            fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors(include_input=False))
+            summary = f"invalid request fields: {fields}"
+        elif isinstance(exc, BentoMLException) and int(exc.error_code) < 500:
+            summary = f"client error {int(exc.error_code)}: {exc}"
+        else:
+            return True
+        record.msg = f"{record.getMessage()}: {summary}"
+        record.args = None
+        record.exc_info = None
+        record.exc_text = None
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def _set_listen_nodelay(argv: list[str]) -> bool:
+    """Set TCP_NODELAY on the listening socket passed to this worker as ``--fd N`` (accepted sockets inherit it)."""
+    if "--fd" not in argv:
+        return False
+    try:
+        fd = int(argv[argv.index("--fd") + 1])
+        sock = socket.socket(fileno=fd)
+        try:
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                return True
+            return False
+        finally:
+            sock.detach()  # the fd belongs to uvicorn
+    except (ValueError, IndexError, OSError) as exc:
+        log.warning("could not set TCP_NODELAY on the listening socket: %s", exc)
+        return False
+
+
+@bentoml.service(
+    name="OfferLift",
+    workers=2,
+    threads=1,
+    traffic={"timeout": 30},
+    metrics={"enabled": False},
+    logging={"access": {"enabled": False}},
+    envs=[{"name": "OMP_NUM_THREADS", "value": "1"}],
+)
+class OfferLift:
+    """Real-time offer decisions; one instance per worker process."""
+
+    def __init__(self) -> None:
+        self.settings = settings_from_env()
+        self.decider = Decider(self.settings)
+        self.decider.load_champion()
+        self.decider.start_reloading()
+
+    @bentoml.on_startup
+    def _tune_worker(self) -> None:
+        """After start-up: TCP_NODELAY on the listening socket, hide request bodies in logs, freeze the GC."""
+        nodelay = _set_listen_nodelay(sys.argv)
+        for name in ("bentoml._internal.server.http_app", "bentoml.serve", "_bentoml_impl.server.app"):
+            logging.getLogger(name).addFilter(_NoRequestBodies())
+        gc.collect()
+        gc.freeze()
+        log.info("worker ready: champion %s, TCP_NODELAY %s", self.decider.champion.version, nodelay)
+
+    def __is_ready__(self) -> bool:
+        """Ready once a champion is loaded."""
+        return self.decider.ready
+
+    @bentoml.api(route="/decide")
+    def decide(
+        self,
+        customer_id: Annotated[str, Field(min_length=1, max_length=128)],
+        context: DecideContext | None = None,
+    ) -> DecideResponse:
+        """Choose the arm (offer and channel, or no offer) for one customer, log it, and return it."""
+        ctx = None if context is None else context.model_dump(exclude_none=True)
+        try:
+            return to_response(self.decider.decide(customer_id, ctx))
+        except ModelError as exc:
+            if not self.decider.ready:
+                raise ServiceUnavailable("no champion model is loaded") from None
+            raise InvalidArgument(f"context.features: {exc}") from None
+
+    @bentoml.api(route="/outcomes")
+    def outcomes(self, events: Annotated[list[OutcomeEvent], Field(max_length=10_000)]) -> OutcomesResponse:
+        """Store outcome events (idempotent on event_id)."""
+        try:
+            new = self.decider.record_outcomes([e.model_dump() for e in events])
+        except DataError as exc:
+            raise InvalidArgument(f"events: {exc}") from None
+        return OutcomesResponse(received=len(events), new=new)
+
+
+OfferLift.add_asgi_middleware(ApiKeyMiddleware)

@@ -1,0 +1,216 @@
+"""Settings of the decision service, validated once at start-up and passed down.
+
+Sources, later ones win: the embedded default `serving/config.yaml`, a YAML file (``--config`` or
+``$OFFERLIFT_CONFIG``), explicit overrides, then a few environment variables read here and only here:
+
+- ``OFFERLIFT_API_KEY``: the API key (required unless insecure);
+- ``OFFERLIFT_INSECURE=1``: run without a key (``--insecure``);
+- ``OFFERLIFT_DECISION_LOG_URL``, ``OFFERLIFT_ONLINE_STORE``, ``OFFERLIFT_SQLITE_SYNCHRONOUS``;
+- ``MLFLOW_TRACKING_URI`` (through `features.registry.resolve_tracking_uri`).
+
+The service's worker processes get the validated settings as JSON in ``$OFFERLIFT_SETTINGS_JSON`` (set by
+`serving.cli_serve`); the API key never goes into that JSON, it stays in its own variable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from features.errors import ConfigError
+from features.registry import CHAMPION, MODEL_NAME, REPO_ROOT, RegistrySettings, resolve_tracking_uri
+from serving.pacing import PacingConfig
+from serving.rules import Rules
+
+DEFAULT_CONFIG = Path(__file__).with_name("config.yaml")
+STATE_DIR = REPO_ROOT / "outputs" / "serving"  # git-ignored
+SETTINGS_ENV = "OFFERLIFT_SETTINGS_JSON"
+API_KEY_ENV = "OFFERLIFT_API_KEY"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PolicySection(_Section):
+    """Shares of holdout and exploration, the holdout's salt, the fallback arm and the explanation's length."""
+
+    holdout: float = Field(0.10, ge=0.0, lt=1.0)
+    explore: float = Field(0.10, ge=0.0, lt=1.0)
+    experiment: str = "default"
+    fallback_arm: str | None = None
+    explain_top: int = Field(3, ge=0, le=50)
+
+
+class CampaignSection(_Section):
+    """The campaign whose budget the decisions are charged to.
+
+    ``budget`` None means no budget. ``start`` (unix seconds) None means: keep the start already in the decision
+    log, or now for a new campaign. The campaign ends ``duration_hours`` after its start.
+    """
+
+    name: str = Field("default", min_length=1, max_length=64)
+    budget: float | None = Field(None, ge=0.0)
+    start: float | None = None
+    duration_hours: float = Field(24.0 * 30, gt=0.0)
+
+
+class PacingSection(_Section):
+    """Gains of the pacing price controller (see `serving.pacing`)."""
+
+    enabled: bool = True
+    kp: float = Field(20.0, ge=0.0)
+    ki: float = Field(10.0, ge=0.0)
+    horizon_hours: float = Field(1.0, gt=0.0)
+    max_price: float = Field(10.0, ge=0.0)
+
+    def config(self) -> PacingConfig:
+        """The controller's configuration."""
+        return PacingConfig(kp=self.kp, ki=self.ki, horizon_hours=self.horizon_hours, max_price=self.max_price)
+
+
+class RegistrySection(_Section):
+    """Where the champion lives and how often to look for a new one (0 = never)."""
+
+    tracking_uri: str | None = None
+    model_name: str = MODEL_NAME
+    alias: str = CHAMPION
+    reload_interval_s: float = Field(30.0, ge=0.0)
+
+
+class ServeSettings(_Section):
+    """Everything the service needs, validated."""
+
+    api_key: SecretStr | None = Field(None, exclude=True)
+    insecure: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(3000, ge=0, le=65535)
+    workers: int = Field(2, ge=1, le=64)
+    threads: int = Field(1, ge=1, le=64)
+    decision_log_url: str = f"sqlite:///{STATE_DIR / 'decisions.db'}"
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    online_store_path: Path = STATE_DIR / "online_store.db"
+    use_context_time: bool = False
+    rules: dict[str, Any] = Field(default_factory=dict)
+    policy: PolicySection = PolicySection()
+    campaign: CampaignSection = CampaignSection()
+    pacing: PacingSection = PacingSection()
+    registry: RegistrySection = RegistrySection()
+
+    @field_validator("rules")
+    @classmethod
+    def _rules_valid(cls, v: dict[str, Any]) -> dict[str, Any]:
+        try:
+            Rules.from_dict(v)
+        except (ConfigError, TypeError) as exc:
+            raise ValueError(str(exc)) from None
+        return v
+
+    @model_validator(mode="after")
+    def _key_or_insecure(self) -> ServeSettings:
+        if self.api_key is None and not self.insecure:
+            raise ValueError(f"the API key is not set: set ${API_KEY_ENV} or pass --insecure")
+        if self.api_key is not None and len(self.api_key.get_secret_value()) < 8:
+            raise ValueError(f"${API_KEY_ENV} is too short (at least 8 characters)")
+        return self
+
+    def rules_config(self) -> Rules:
+        """The rule configuration."""
+        return Rules.from_dict(self.rules)
+
+    def registry_settings(self) -> RegistrySettings:
+        """Tracking URI and model name for `features.registry`."""
+        base = resolve_tracking_uri(self.registry.tracking_uri)
+        return RegistrySettings(base.tracking_uri, base.artifact_root, self.registry.model_name, base.experiment)
+
+    def to_env(self) -> dict[str, str]:
+        """Environment for the worker processes: the settings as JSON, the key in its own variable."""
+        env = {SETTINGS_ENV: self.model_dump_json()}
+        if self.api_key is not None:
+            env[API_KEY_ENV] = self.api_key.get_secret_value()
+        return env
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read service config {str(path)!r}: {exc}") from exc
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"service config {str(path)!r} must be a mapping at the top level")
+    return dict(data)
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
+
+
+def _env_values(environ: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    names = {
+        "OFFERLIFT_DECISION_LOG_URL": "decision_log_url",
+        "OFFERLIFT_ONLINE_STORE": "online_store_path",
+        "OFFERLIFT_SQLITE_SYNCHRONOUS": "sqlite_synchronous",
+    }
+    for env, key in names.items():
+        if environ.get(env):
+            out[key] = environ[env]
+    if environ.get("OFFERLIFT_INSECURE", "").lower() in ("1", "true", "yes"):
+        out["insecure"] = True
+    return out
+
+
+def _validate(data: Mapping[str, Any], where: str) -> ServeSettings:
+    try:
+        return ServeSettings.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
+            for e in exc.errors(include_input=False, include_url=False)
+        )
+        raise ConfigError(f"invalid service settings ({where}): {problems}") from None
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ServeSettings:
+    """Validated settings from the default YAML, a config file, overrides and the environment.
+
+    ConfigError names the bad field, e.g. ``policy.holdout: Input should be less than 1``.
+    """
+    environ = os.environ if environ is None else environ
+    data = _read_yaml(DEFAULT_CONFIG)
+    path = config_file or environ.get("OFFERLIFT_CONFIG")
+    if path:
+        data = _merge(data, _read_yaml(Path(path)))
+    data = _merge(data, _env_values(environ))
+    data = _merge(data, dict(overrides or {}))
+    if environ.get(API_KEY_ENV):
+        data["api_key"] = environ[API_KEY_ENV]
+    return _validate(data, str(path or DEFAULT_CONFIG))
+
+
+def settings_from_env(environ: Mapping[str, str] | None = None) -> ServeSettings:
+    """The settings a worker process runs with: the JSON passed by `cli_serve`, else `load_settings`."""
+    environ = os.environ if environ is None else environ
+    raw = environ.get(SETTINGS_ENV)
+    if not raw:
+        return load_settings(environ=environ)
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(f"${SETTINGS_ENV} is not valid JSON: {exc}") from None
+    if environ.get(API_KEY_ENV):
+        data["api_key"] = environ[API_KEY_ENV]
+    return _validate(data, f"${SETTINGS_ENV}")
