@@ -1,0 +1,244 @@
+"""The in-process decision engine: decisions logged before they return, rules and budget hold, hot swaps are safe."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from features.errors import ConfigError, ModelError
+from features.scoring import ArmScorer
+from serving.cli_serve import command, environment, prepare
+from serving.decider import Decider, expected_cost, hash_id
+from serving.policy import holdout_unit
+from serving.settings import SETTINGS_ENV, load_settings, settings_from_env
+from tests.serving.conftest import API_KEY, fill_store, tiny_spec
+
+
+@pytest.fixture(scope="module")
+def specs() -> dict[str, dict]:
+    """Version "1": coupons pay; version "2": coupons hurt (so it offers nothing)."""
+    return {"1": tiny_spec(seed=0), "2": tiny_spec(seed=1, lift=-1.0)}
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("store") / "store.db"
+    fill_store(path, n=200)
+    return path
+
+
+def make_decider(tmp_path: Path, store_path: Path, specs: dict, current: dict | None = None, **overrides) -> Decider:
+    """A Decider on a fresh decision log, loading specs by version from memory."""
+    current = current if current is not None else {"v": "1"}
+    data = {
+        "insecure": True,
+        "decision_log_url": f"sqlite:///{tmp_path / 'decisions.db'}",
+        "online_store_path": str(store_path),
+        "sqlite_synchronous": "NORMAL",
+        "campaign": {"name": "t", "budget": 1e6},
+        "registry": {"reload_interval_s": 0},
+        **overrides,
+    }
+    settings = load_settings(overrides=data, environ={})
+    decider = Decider(settings, loader=lambda v: ArmScorer(specs[v]), version_of_champion=lambda: current["v"])
+    decider.load_champion()
+    return decider
+
+
+def test_decision_is_logged_before_it_returns_and_matches_the_response(tmp_path, store_path, specs):
+    decider = make_decider(tmp_path, store_path, specs)
+    d = decider.decide("cust00001", {"city": "wuhan"})
+    rows = {r["decision_id"]: r for r in decider.log.read()}
+    row = rows[d.decision_id]
+    assert (row["arm"], row["channel"], row["offer_id"], row["grp"]) == (d.arm, d.channel, d.offer_id, d.group)
+    assert row["propensity"] == d.propensity and row["model_version"] == "1"
+    assert row["committed_cost"] == d.committed_cost
+    assert decider.log.budget("t")["committed"] == pytest.approx(d.committed_cost)
+    assert d.arm in decider.champion.arm_ids and 0 < d.propensity <= 1
+    assert not d.cold_start
+
+
+def test_explanation_lists_the_best_allowed_arms_first(tmp_path, store_path, specs):
+    decider = make_decider(tmp_path, store_path, specs, policy={"holdout": 0.0, "explore": 0.0, "explain_top": 4})
+    for i in range(10):
+        d = decider.decide(f"cust{i:05d}")
+        profits = [e["expected_incremental_profit"] for e in d.explanation]
+        assert 1 <= len(d.explanation) <= 4 and profits == sorted(profits, reverse=True)
+        if d.group == "exploit" and d.arm != "none":
+            assert d.explanation[0]["arm"] == d.arm  # with no price, the greedy arm is the best explained one
+
+
+def test_unknown_customer_is_cold_started_and_needs_consent_to_be_contacted(tmp_path, store_path, specs):
+    decider = make_decider(tmp_path, store_path, specs, policy={"holdout": 0.0, "explore": 0.5})
+    blind = [decider.decide(f"new{i}", {"city": "beijing"}) for i in range(20)]
+    assert all(d.cold_start and d.arm == "none" for d in blind)  # no consent flag known: no channel at all
+    ctx = {"channels": ["push"], "features": {"consent_push": 1, "age": 25}}
+    told = [decider.decide(f"new{i}", ctx) for i in range(20, 60)]
+    assert {d.channel for d in told} <= {None, "push"} and any(d.channel == "push" for d in told)
+
+
+def test_an_opt_out_in_the_store_wins_over_the_context(tmp_path, store_path, specs):
+    decider = make_decider(tmp_path, store_path, specs, policy={"holdout": 0.0, "explore": 0.9})
+    opted_out = [cid for cid in (f"cust{i:05d}" for i in range(200)) if decider.store.get(cid)["consent_sms"] == 0.0]
+    assert len(opted_out) >= 10
+    ctx = {"channels": ["sms"], "features": {"consent_sms": 1}}
+    assert all(decider.decide(cid, ctx).channel is None for cid in opted_out)
+
+
+def test_only_the_channels_available_are_used(tmp_path, store_path, specs):
+    decider = make_decider(tmp_path, store_path, specs, policy={"holdout": 0.0, "explore": 0.5})
+    chosen = [decider.decide(f"cust{i:05d}", {"channels": ["email"]}).channel for i in range(40)]
+    assert set(chosen) <= {None, "email"} and "email" in chosen
+
+
+def test_holdout_customers_always_get_no_offer(tmp_path, store_path, specs):
+    decider = make_decider(tmp_path, store_path, specs, policy={"holdout": 0.5, "explore": 0.2, "experiment": "x"})
+    ids = [f"cust{i:05d}" for i in range(60)]
+    held = holdout_unit(ids, "x") < 0.5
+    for cid, h in zip(ids, held, strict=True):
+        d = decider.decide(cid)
+        assert (d.group == "holdout") == h
+        if h:
+            assert d.arm == "none" and d.channel is None and d.committed_cost == 0.0
+
+
+def test_budget_is_never_exceeded_and_matches_the_log(tmp_path, store_path, specs):
+    decider = make_decider(tmp_path, store_path, specs, campaign={"name": "small", "budget": 150.0})
+    decisions = [decider.decide(f"cust{i % 200:05d}") for i in range(120)]
+    budget = decider.log.budget("small")
+    rows = decider.log.read()
+    assert budget["committed"] <= 150.0 + 1e-9
+    assert budget["committed"] == pytest.approx(sum(r["committed_cost"] for r in rows))
+    assert any(d.channel for d in decisions) and decisions[-1].channel is None  # spent, then no more offers
+
+
+def test_contact_cap_per_customer_holds(tmp_path, store_path, specs):
+    decider = make_decider(
+        tmp_path, store_path, specs, policy={"holdout": 0.0, "explore": 0.5}, rules={"cap_per_customer": 1}
+    )
+    for cid in ("cust00003", "cust00004", "cust00005"):
+        contacts = [decider.decide(cid).channel for _ in range(6)]
+        assert sum(c is not None for c in contacts) <= 1
+
+
+def test_context_time_drives_the_cap_window_when_enabled(tmp_path, store_path, specs):
+    decider = make_decider(
+        tmp_path,
+        store_path,
+        specs,
+        use_context_time=True,
+        policy={"holdout": 0.0, "explore": 0.0},
+        rules={"cap_per_customer": 1, "cap_window_hours": 24},
+        campaign={"name": "sim", "budget": None},
+    )
+    cid = next(c for c in (f"cust{i:05d}" for i in range(200)) if decider.decide(c, {"timestamp": 0}).channel)
+    assert decider.decide(cid, {"timestamp": 3600}).channel is None  # capped inside the window
+    assert decider.decide(cid, {"timestamp": 3600 * 30}).channel is not None  # window over
+    assert sorted(r["ts"] for r in decider.log.read() if r["customer_id"] == cid)[-2:] == [3600.0, 108000.0]
+
+
+def test_hot_swap_during_decisions_fails_no_request(tmp_path, store_path, specs):
+    current = {"v": "1"}
+    decider = make_decider(tmp_path, store_path, specs, current=current)
+    seen: list[str] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def hammer(offset: int) -> None:
+        i = 0
+        while not stop.is_set():
+            try:
+                seen.append(decider.decide(f"cust{(offset + i) % 200:05d}").model_version)
+            except BaseException as exc:
+                errors.append(exc)
+            i += 1
+
+    threads = [threading.Thread(target=hammer, args=(k * 50,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    while len(seen) < 20:
+        stop.wait(0.01)
+    old = decider.champion
+    current["v"] = "2"
+    assert decider.refresh() and not decider.refresh()  # swapped once
+    n_at_swap = len(seen)
+    while len(seen) < n_at_swap + 20:
+        stop.wait(0.01)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert set(seen) == {"1", "2"} and seen[-1] == "2"
+    assert seen[n_at_swap:].count("1") <= len(threads)  # only requests in flight at the swap finish on "1"
+    assert old.scores(old.scorer.features.encode_records([{}]))[0].shape == (1, 21)  # the old one still works
+
+
+def test_refresh_keeps_the_current_model_when_the_new_one_fails(tmp_path, store_path, specs, caplog):
+    current = {"v": "1"}
+    decider = make_decider(tmp_path, store_path, specs, current=current)
+    current["v"] = "3"  # not loadable
+    with caplog.at_level(logging.WARNING):
+        assert not decider.refresh()
+    assert decider.champion.version == "1" and "keeping the current one" in caplog.text
+    assert decider.decide("cust00001").model_version == "1"
+
+
+def test_logs_hash_customer_ids(tmp_path, store_path, specs, caplog):
+    decider = make_decider(tmp_path, store_path, specs)
+    with caplog.at_level(logging.DEBUG, logger="serving"):
+        decider.decide("cust00042")
+    assert "cust00042" not in caplog.text and hash_id("cust00042") in caplog.text
+
+
+def test_expected_cost_follows_redeem_then_buy_then_worst_case(specs):
+    scorer = ArmScorer(specs["1"])
+    p = np.random.default_rng(0).random((3, 21))
+    fixed = scorer.contact_cost[None, :]
+    np.testing.assert_allclose(
+        expected_cost(scorer, {"spend": p, "redeem": p * 2}), scorer.redeem_cost * np.minimum(p * 2, 1) + fixed
+    )
+    np.testing.assert_allclose(expected_cost(scorer, {"spend": p, "buy": p}), scorer.redeem_cost * p + fixed)
+    worst = np.broadcast_to(scorer.redeem_cost + fixed, p.shape)
+    np.testing.assert_allclose(expected_cost(scorer, {"spend": p}), worst)
+
+
+def test_settings_errors_name_the_field():
+    with pytest.raises(ConfigError, match=r"policy\.holdout"):
+        load_settings(overrides={"insecure": True, "policy": {"holdout": 1.5}}, environ={})
+    with pytest.raises(ConfigError, match="unknown keys.*cap_per_custmer"):
+        load_settings(overrides={"insecure": True, "rules": {"cap_per_custmer": 2}}, environ={})
+    with pytest.raises(ConfigError, match=r"OFFERLIFT_API_KEY.*--insecure"):
+        load_settings(environ={})
+
+
+def test_settings_travel_to_the_workers_without_the_key():
+    over = {"workers": 3, "campaign": {"name": "c9"}}
+    settings = load_settings(overrides=over, environ={"OFFERLIFT_API_KEY": API_KEY})
+    env = environment(settings, base={})
+    assert API_KEY not in env[SETTINGS_ENV] and env["OFFERLIFT_API_KEY"] == API_KEY
+    assert '"workers": 3' in env["BENTOML_CONFIG_OVERRIDES"]
+    again = settings_from_env(env)
+    assert again == settings and again.api_key.get_secret_value() == API_KEY
+    assert command(settings)[2:] == ["serving.service:OfferLift", "--host", "127.0.0.1", "--port", "3000"]
+
+
+def test_real_registry_loads_the_champion_and_serve_refuses_without_one(tmp_path, store_path, registry, monkeypatch):
+    monkeypatch.delenv("OFFERLIFT_API_KEY", raising=False)
+    reg = {"tracking_uri": registry.tracking_uri, "reload_interval_s": 0}
+    over = {
+        "insecure": True,
+        "registry": reg,
+        "decision_log_url": f"sqlite:///{tmp_path / 'd.db'}",
+        "online_store_path": str(store_path),
+    }
+    decider = Decider(load_settings(overrides=over, environ={}))
+    assert decider.load_champion().version == "1" and decider.decide("cust00001").model_version == "1"
+    assert prepare(overrides=over).registry.tracking_uri == registry.tracking_uri
+    with pytest.raises(ModelError, match="no model has the alias 'nope'"):
+        prepare(overrides={**over, "registry": {**reg, "alias": "nope"}})
+    with pytest.raises(ConfigError, match="OFFERLIFT_API_KEY"):
+        prepare(overrides={"registry": reg})
