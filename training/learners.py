@@ -3,8 +3,9 @@
 Every learner is fitted with ``fit(X, arm, y, propensity=None)`` and predicts the expected outcome under
 each arm, ``predict(X) -> (n, n_arms)`` with columns in ``arms_`` order (control first), and the uplift of
 each treatment arm over control, ``predict_uplift(X) -> (n, n_arms - 1)``. For a binary outcome the
-predictions are probabilities, clipped to [0, 1] for the X and DR learners (whose control model plus
-effect model can step outside); ``predict_uplift`` is always the difference of ``predict`` columns.
+predictions are probabilities, clipped to [0, 1]. The S and T learners' uplift is the difference of the
+``predict`` columns; the X and DR learners' uplift is their effect models' output ``tau_a`` (no control
+model needed), which equals that difference except where ``predict`` clips ``mu_0 + tau_a`` into [0, 1].
 
 The features are converted to one numpy matrix once per call; the models are trained with LightGBM's
 native API on one binned dataset per ``fit`` (row subsets share its bins).
@@ -160,24 +161,30 @@ class XLearner(UpliftLearnerBase):
             e_a, e_0 = self.arm_propensity_[a], self.arm_propensity_[0]
             self.weights_.append(float(e_a / (e_a + e_0)))
 
+    def _predict_uplift(self, X: np.ndarray) -> np.ndarray:
+        pairs = zip(self.effect_models_, self.weights_, strict=True)
+        return np.column_stack([g * tau0.predict(X) + (1.0 - g) * tau1.predict(X) for (tau0, tau1), g in pairs])
+
     def _predict(self, X: np.ndarray) -> np.ndarray:
-        out = np.empty((X.shape[0], len(self.arms_)), dtype=np.float64)
-        out[:, 0] = self.models_[0].predict(X)
-        for j, ((tau0, tau1), g) in enumerate(zip(self.effect_models_, self.weights_, strict=True), 1):
-            out[:, j] = out[:, 0] + g * tau0.predict(X) + (1.0 - g) * tau1.predict(X)
-        return out
+        mu0 = self.models_[0].predict(X)
+        return np.column_stack([mu0, mu0[:, None] + self._predict_uplift(X)])
 
 
 class DRLearner(UpliftLearnerBase):
     """Doubly robust (AIPW) learner with cross-fitting.
 
     Outcome models per arm are cross-fitted over ``n_folds`` folds (stratified by arm), giving
-    out-of-fold ``mu_a(x_i)`` for every row and arm. For each treatment arm, the AIPW pseudo-outcome
-    (:func:`aipw_pseudo_outcome`) with the known propensity of each row's own arm (else the empirical arm
-    share) is regressed on the features over all rows. ``predict = mu_0(x) + tau_a(x)``, with ``mu_0``
-    refitted on all control rows.
+    out-of-fold ``mu_a(x_i)``. For each treatment arm, the AIPW pseudo-outcome
+    (:func:`aipw_pseudo_outcome`), with the known propensity of each row's own arm (else the empirical
+    arm share), is regressed on the features: that regression is ``tau_a``.
+    ``predict = mu_0(x) + tau_a(x)``, with ``mu_0`` the mean of the control arm's fold models.
 
-    Fitted attributes: ``control_model_``, ``effect_models_`` (per treatment arm), ``arm_propensity_``.
+    ``effect_rows`` picks the rows of each arm's regression: "pair" (control and arm rows, as causalml
+    does; fastest) or "all" (every row: the other arms' rows add the plug-in ``mu_a - mu_0``, which steadies
+    the estimate for small arms, at the cost of ``n_arms - 1`` regressions on all rows).
+
+    Fitted attributes: ``control_models_`` (one per fold), ``effect_models_`` (per treatment arm),
+    ``arm_propensity_``.
     """
 
     def __init__(
@@ -188,14 +195,18 @@ class DRLearner(UpliftLearnerBase):
         params: dict[str, Any] | None = None,
         random_state: int | None = 0,
         min_arm_rows: int = 20,
-        n_folds: int = 3,
+        n_folds: int = 2,
+        effect_rows: str = "pair",
     ):
         super().__init__(control, arms, outcome, params, random_state, min_arm_rows)
         self.n_folds = n_folds
+        self.effect_rows = effect_rows
 
     def _fit(self, X: np.ndarray, codes: np.ndarray, y: np.ndarray, prop: np.ndarray | None) -> None:
         if not isinstance(self.n_folds, int | np.integer) or self.n_folds < 2:
             raise ConfigError(f"n_folds must be an integer >= 2, got {self.n_folds!r}")
+        if self.effect_rows not in ("pair", "all"):
+            raise ConfigError(f"effect_rows must be 'pair' or 'all', got {self.effect_rows!r}")
         m = len(self.arms_)
         params = self.lgb_params_
         ds = make_dataset(X, y, params, self.encoder_.categorical)
@@ -203,32 +214,43 @@ class DRLearner(UpliftLearnerBase):
         mu = self._cross_fit(ds, X, codes, folds, params)
         self.arm_propensity_ = arm_shares(codes, m, prop)
         e_own = prop if prop is not None else self.arm_propensity_[codes]
-        self.control_model_ = train(subset(ds, np.flatnonzero(codes == 0)), params)
-        every = np.arange(X.shape[0])
         eff = effect_params(params)
-        self.effect_models_ = [
-            train(subset(ds, every, aipw_pseudo_outcome(y, codes, mu, e_own, a)), eff) for a in range(1, m)
-        ]
+        self.effect_models_ = []
+        for a in range(1, m):
+            rows = self._effect_rows(codes, a)
+            phi = aipw_pseudo_outcome(y[rows], codes[rows], mu[rows], e_own[rows], a)
+            self.effect_models_.append(train(subset(ds, rows, phi), eff))
+
+    def _effect_rows(self, codes: np.ndarray, a: int) -> np.ndarray:
+        """Rows of arm ``a``'s effect regression."""
+        if self.effect_rows == "all":
+            return np.arange(len(codes))
+        return np.flatnonzero((codes == 0) | (codes == a))
 
     def _cross_fit(
         self, ds: Any, X: np.ndarray, codes: np.ndarray, folds: np.ndarray, params: dict[str, Any]
     ) -> np.ndarray:
-        """Out-of-fold predictions of each arm's outcome model, shape (n, n_arms)."""
-        mu = np.empty((X.shape[0], len(self.arms_)), dtype=np.float64)
+        """Out-of-fold ``mu_a`` (n, n_arms) where the pseudo-outcomes need it: control everywhere, arm a
+        on its effect rows (NaN elsewhere). Keeps the control fold models."""
+        mu = np.full((X.shape[0], len(self.arms_)), np.nan)
+        self.control_models_ = []
         for f in range(self.n_folds):
-            held = np.flatnonzero(folds == f)
-            X_held = X[held]
+            held = folds == f
+            held_rows = np.flatnonzero(held)
             for a in range(len(self.arms_)):
-                rows = np.flatnonzero((folds != f) & (codes == a))
-                mu[held, a] = train(subset(ds, rows), params).predict(X_held)
+                model = train(subset(ds, np.flatnonzero(~held & (codes == a))), params)
+                rows = held_rows if a == 0 else np.intersect1d(held_rows, self._effect_rows(codes, a))
+                mu[rows, a] = model.predict(X[rows])
+                if a == 0:
+                    self.control_models_.append(model)
         return mu
 
+    def _predict_uplift(self, X: np.ndarray) -> np.ndarray:
+        return np.column_stack([model.predict(X) for model in self.effect_models_])
+
     def _predict(self, X: np.ndarray) -> np.ndarray:
-        out = np.empty((X.shape[0], len(self.arms_)), dtype=np.float64)
-        out[:, 0] = self.control_model_.predict(X)
-        for j, model in enumerate(self.effect_models_, 1):
-            out[:, j] = out[:, 0] + model.predict(X)
-        return out
+        mu0 = np.mean([model.predict(X) for model in self.control_models_], axis=0)
+        return np.column_stack([mu0, mu0[:, None] + self._predict_uplift(X)])
 
 
 def aipw_pseudo_outcome(y: np.ndarray, codes: np.ndarray, mu: np.ndarray, e_own: np.ndarray, arm: int) -> np.ndarray:

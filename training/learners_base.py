@@ -304,16 +304,27 @@ class UpliftLearnerBase(BaseEstimator):
         return self
 
     def predict(self, X: Any) -> np.ndarray:
-        """Expected outcome under each arm, shape (n, n_arms), columns in ``arms_`` order."""
+        """Expected outcome under each arm, shape (n, n_arms), columns in ``arms_`` order.
+
+        For a binary outcome these are probabilities, clipped to [0, 1].
+        """
         self._check_fitted()
-        out = self._predict(self.encoder_.transform(as_frame(X)))
+        return self._levels(self.encoder_.transform(as_frame(X)))
+
+    def predict_uplift(self, X: Any) -> np.ndarray:
+        """Each treatment arm minus control, shape (n, n_arms - 1), columns in ``arms_[1:]`` order."""
+        self._check_fitted()
+        return self._predict_uplift(self.encoder_.transform(as_frame(X)))
+
+    def _levels(self, X: np.ndarray) -> np.ndarray:
+        out = self._predict(X)
         if self.outcome_ == "binary":
             np.clip(out, 0.0, 1.0, out=out)
         return out
 
-    def predict_uplift(self, X: Any) -> np.ndarray:
-        """Each treatment arm minus control, shape (n, n_arms - 1), columns in ``arms_[1:]`` order."""
-        pred = self.predict(X)
+    def _predict_uplift(self, X: np.ndarray) -> np.ndarray:
+        """Uplift from the feature matrix; the default is the difference of the ``predict`` columns."""
+        pred = self._levels(X)
         return pred[:, 1:] - pred[:, :1]
 
     def _check_fitted(self) -> None:
