@@ -1,0 +1,208 @@
+"""The real service over HTTP: decisions and outcomes reach the log, the key is required, bad bodies get a 4xx
+naming the field, a new champion is picked up without a restart, and a SIGKILL loses no answered decision."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from serving.decision_log import DecisionLog
+from tests.serving.conftest import (
+    REPO,
+    Registry,
+    ServiceProcess,
+    fill_store,
+    free_port,
+    service_config,
+    tiny_spec,
+)
+
+pytestmark = pytest.mark.slow
+
+BUDGET = 2000.0
+SECRET = "secret-cust-"  # prefix of customer ids that must never show up in the service's log
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("e2e")
+
+
+@pytest.fixture(scope="module")
+def service(workdir, registry: Registry):
+    """One real service (2 workers) for the module; the SIGKILL test restarts it in place."""
+    fill_store(workdir / "store.db", n=200)
+    config = service_config(workdir, registry, campaign={"budget": BUDGET})
+    svc = ServiceProcess(config, free_port(), workdir / "service.log").start()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="module")
+def decision_log(workdir) -> DecisionLog:
+    return DecisionLog(f"sqlite:///{workdir / 'decisions.db'}")
+
+
+def test_decisions_and_outcomes_round_trip_through_the_log(service, decision_log):
+    with service.client() as c:
+        answers = [c.post("/decide", json={"customer_id": f"cust{i:05d}"}) for i in range(15)]
+        new = [{"customer_id": f"{SECRET}new{i}", "context": {"city": "wuhan"}} for i in range(5)]
+        answers += [c.post("/decide", json=b) for b in new]
+        assert [r.status_code for r in answers] == [200] * 20
+        body = [r.json() for r in answers]
+        events = [
+            {"customer_id": f"cust{i:05d}", "ts": 1.0 + i, "visit": 1, "buy": i % 2, "spend": 10.0 * (i % 2),
+             "redeem": 0, "event_id": f"ev{i}", "decision_id": body[i]["decision_id"]}
+            for i in range(15)
+        ]  # fmt: skip
+        assert c.post("/outcomes", json={"events": events}).json() == {"received": 15, "new": 15}
+        assert c.post("/outcomes", json={"events": events[:3]}).json() == {"received": 3, "new": 0}
+    logged = {r["decision_id"]: r for r in decision_log.read()}
+    for b in body:
+        row = logged[b["decision_id"]]
+        assert (row["arm"], row["offer_id"], row["channel"], row["grp"]) == (
+            b["arm"], b["offer_id"], b["channel"], b["group"]
+        )  # fmt: skip
+        assert row["propensity"] == b["propensity"] and row["model_version"] == b["model_version"] == "1"
+        assert {"coupon_value", "expected_incremental_profit", "explanation"} <= set(b)
+    assert [b["cold_start"] for b in body] == [False] * 15 + [True] * 5
+    outcomes = {o["event_id"]: o for o in decision_log.read("outcomes")}
+    assert all(outcomes[f"ev{i}"]["decision_id"] == body[i]["decision_id"] for i in range(15))
+
+
+def test_requests_without_the_right_key_get_401_and_health_is_open(service):
+    body = {"customer_id": "cust00001"}
+    with service.client(key=None) as anon, service.client(key="wrong-key-123456") as wrong:
+        assert anon.post("/decide", json=body).status_code == 401
+        assert anon.post("/outcomes", json={"events": []}).status_code == 401
+        assert wrong.post("/decide", json=body).status_code == 401
+        assert anon.post("/decide", json=body, headers={"Authorization": "cust00001"}).status_code == 401
+        assert anon.get("/livez").status_code == 200 and anon.get("/readyz").status_code == 200
+        paths = anon.get("/docs.json").json()["paths"]
+        assert {"/decide", "/outcomes"} <= set(paths)
+
+
+BAD_BODIES = [
+    ({}, "customer_id"),
+    ({"customer_id": 5}, "customer_id"),
+    ({"customer_id": ""}, "customer_id"),
+    ({"customer_id": f"{SECRET}bad1", "context": {"cty": "x"}}, "cty"),
+    ({"customer_id": f"{SECRET}bad2", "context": {"channels": "sms"}}, "channels"),
+    ({"customer_id": f"{SECRET}bad3", "context": {"timestamp": "yesterday"}}, "timestamp"),
+    ({"customer_id": f"{SECRET}bad4", "context": {"features": {"age": "old"}}}, "age"),
+    ({"customer_id": f"{SECRET}bad5", "context": []}, "context"),
+]
+
+
+@pytest.mark.parametrize(("body", "field"), BAD_BODIES)
+def test_malformed_decide_bodies_get_a_4xx_naming_the_field(service, body, field):
+    with service.client() as c:
+        r = c.post("/decide", json=body)
+    assert 400 <= r.status_code < 500 and field in r.text
+
+
+def test_malformed_outcomes_and_json_get_a_4xx_naming_the_problem(service):
+    event = {"customer_id": f"{SECRET}o", "ts": 1.0, "visit": 1, "buy": 0, "redeem": 0, "event_id": "e-bad"}
+    with service.client() as c:
+        r = c.post("/outcomes", json={"events": [event]})
+        assert r.status_code == 400 and "spend" in r.text
+        r = c.post("/outcomes", json={"events": [{**event, "spend": -1}]})
+        assert r.status_code == 400 and "spend" in r.text
+        r = c.post("/decide", content=b'{"customer_id": ', headers={"Content-Type": "application/json"})
+        assert r.status_code == 400 and "json" in r.text.lower()
+
+
+def test_new_champion_is_picked_up_without_restart_or_failed_requests(service, registry):
+    codes: list[int] = []
+    versions: list[str] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        with service.client() as c:
+            i = 0
+            while not stop.is_set():
+                r = c.post("/decide", json={"customer_id": f"cust{i % 200:05d}"})
+                codes.append(r.status_code)
+                if r.status_code == 200:
+                    versions.append(r.json()["model_version"])
+                i += 1
+
+    threads = [threading.Thread(target=hammer) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        new = registry.register(tiny_spec(seed=1, lift=-1.0))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and versions[-30:].count(new) < 30:
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert set(codes) == {200}, f"failed requests during the swap: {sorted(set(codes))}"
+    assert versions[0] == "1" and versions[-30:] == [new] * 30  # every worker serves the new champion
+
+
+def test_bentoml_build_works_from_the_bentofile(tmp_path):
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml"), "BENTOML_DO_NOT_TRACK": "true"}
+    bentoml = str(Path(sys.executable).with_name("bentoml"))
+    out = subprocess.run([bentoml, "build", "."], cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    (bento,) = [p for p in (tmp_path / "bentoml" / "bentos" / "offerlift").iterdir() if p.name != "latest"]
+    src = {p.relative_to(bento / "src").as_posix() for p in (bento / "src").rglob("*") if p.is_file()}
+    assert {"serving/service.py", "serving/config.yaml", "features/scoring.py"} <= src
+    assert not any(p.startswith(("training/", "tests/")) for p in src)
+
+
+def test_customer_ids_never_appear_in_the_service_log(service):
+    with service.client() as c:  # a request whose validation error would quote the body
+        c.post("/decide", json={"customer_id": f"{SECRET}quoted", "context": {"city": 7}})
+    time.sleep(0.5)
+    text = service.log_path.read_text(errors="replace")
+    assert "invalid request fields" in text  # the errors are logged, without their input
+    assert SECRET not in text and "cust000" not in text
+
+
+def test_sigkill_during_a_burst_loses_no_answered_decision(service, decision_log):
+    answered: list[str] = []
+    stop = threading.Event()
+
+    def burst(k: int) -> None:
+        with httpx.Client(base_url=service.url, headers=service.client().headers, timeout=10) as c:
+            i = 0
+            while not stop.is_set():
+                try:
+                    r = c.post("/decide", json={"customer_id": f"cust{(k * 37 + i) % 200:05d}"})
+                except httpx.HTTPError:
+                    return  # the server is gone
+                if r.status_code == 200:
+                    answered.append(r.json()["decision_id"])
+                i += 1
+
+    threads = [threading.Thread(target=burst, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 60
+    while len(answered) < 150 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    service.kill()  # SIGKILL to the arbiter and both workers while requests are in flight
+    stop.set()
+    for t in threads:
+        t.join()
+    assert len(answered) >= 150
+    service.start()
+    with service.client() as c:
+        assert c.post("/decide", json={"customer_id": "cust00007"}).status_code == 200
+    rows = decision_log.read()
+    missing = set(answered) - {r["decision_id"] for r in rows}
+    assert not missing, f"{len(missing)} answered decisions are not in the log"
+    budget = decision_log.budget("test")
+    assert budget["committed"] == pytest.approx(sum(r["committed_cost"] for r in rows))
+    assert budget["committed"] <= BUDGET + 1e-9
