@@ -109,7 +109,7 @@ class SLearner(UpliftLearnerBase):
         for a in range(m):
             Z[a * n : (a + 1) * n, :p] = X
             Z[a * n : (a + 1) * n, p:] = self.arm_table_[a]
-        return self.model_.predict(Z).reshape(m, n).T.copy()
+        return self._score(self.model_, Z).reshape(m, n).T.copy()
 
 
 class TLearner(UpliftLearnerBase):
@@ -123,7 +123,7 @@ class TLearner(UpliftLearnerBase):
         self.models_ = _arm_models(ds, codes, len(self.arms_), self.lgb_params_)
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
-        return np.column_stack([model.predict(X) for model in self.models_])
+        return np.column_stack([self._score(model, X) for model in self.models_])
 
 
 class XLearner(UpliftLearnerBase):
@@ -148,13 +148,13 @@ class XLearner(UpliftLearnerBase):
         rows0 = np.flatnonzero(codes == 0)
         X0, y0 = X[rows0], y[rows0]
         treated = np.flatnonzero(codes != 0)
-        resid1 = y[treated] - self.models_[0].predict(X[treated])
+        resid1 = y[treated] - self._score(self.models_[0], X[treated])
         eff = effect_params(params)
         self.effect_models_, self.weights_ = [], []
         for a in range(1, m):
             rows_a = np.flatnonzero(codes == a)
             d1 = resid1[codes[treated] == a]
-            d0 = self.models_[a].predict(X0) - y0
+            d0 = self._score(self.models_[a], X0) - y0
             tau0 = train(subset(ds, rows0, d0), eff)
             tau1 = train(subset(ds, rows_a, d1), eff)
             self.effect_models_.append((tau0, tau1))
@@ -163,10 +163,12 @@ class XLearner(UpliftLearnerBase):
 
     def _predict_uplift(self, X: np.ndarray) -> np.ndarray:
         pairs = zip(self.effect_models_, self.weights_, strict=True)
-        return np.column_stack([g * tau0.predict(X) + (1.0 - g) * tau1.predict(X) for (tau0, tau1), g in pairs])
+        return np.column_stack(
+            [g * self._score(tau0, X) + (1.0 - g) * self._score(tau1, X) for (tau0, tau1), g in pairs]
+        )
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
-        mu0 = self.models_[0].predict(X)
+        mu0 = self._score(self.models_[0], X)
         return np.column_stack([mu0, mu0[:, None] + self._predict_uplift(X)])
 
 
@@ -240,16 +242,16 @@ class DRLearner(UpliftLearnerBase):
             for a in range(len(self.arms_)):
                 model = train(subset(ds, np.flatnonzero(~held & (codes == a))), params)
                 rows = held_rows if a == 0 else np.intersect1d(held_rows, self._effect_rows(codes, a))
-                mu[rows, a] = model.predict(X[rows])
+                mu[rows, a] = self._score(model, X[rows])
                 if a == 0:
                     self.control_models_.append(model)
         return mu
 
     def _predict_uplift(self, X: np.ndarray) -> np.ndarray:
-        return np.column_stack([model.predict(X) for model in self.effect_models_])
+        return np.column_stack([self._score(model, X) for model in self.effect_models_])
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
-        mu0 = np.mean([model.predict(X) for model in self.control_models_], axis=0)
+        mu0 = np.mean([self._score(model, X) for model in self.control_models_], axis=0)
         return np.column_stack([mu0, mu0[:, None] + self._predict_uplift(X)])
 
 

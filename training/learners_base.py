@@ -316,6 +316,11 @@ class UpliftLearnerBase(BaseEstimator):
         self._check_fitted()
         return self._predict_uplift(self.encoder_.transform(as_frame(X)))
 
+    def _score(self, model: lgb.Booster, X: np.ndarray) -> np.ndarray:
+        """``model.predict(X)`` with the thread count of ``params`` (LightGBM's default when 0)."""
+        threads = int(self.lgb_params_.get("num_threads") or 0)
+        return model.predict(X, num_threads=threads) if threads > 0 else model.predict(X)
+
     def _levels(self, X: np.ndarray) -> np.ndarray:
         out = self._predict(X)
         if self.outcome_ == "binary":
