@@ -8,7 +8,7 @@ What keeps BentoML's own overhead low (see benchmarks/results/serve.md):
 - handlers return pydantic models (a ``dict`` return makes BentoML rebuild a JSON schema for every response);
 - ``gc.freeze()`` after start-up, so the collector stops re-scanning the start-up heap (long pauses otherwise);
 - TCP_NODELAY on the listening socket that BentoML hands to each worker (accepted sockets inherit it);
-- metrics and access logs off; the API key is checked by a small ASGI middleware before any parsing.
+- metrics and access logs off; the API key and the content type are checked by a small ASGI middleware.
 
 Customer ids never reach the logs in plain text: our own logs hash them, and a log filter removes the request
 body from BentoML's log of validation errors.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gc
 import hmac
+import json
 import logging
 import socket
 import sys
@@ -119,8 +120,13 @@ def to_response(d: Decision) -> DecideResponse:
     )
 
 
-class ApiKeyMiddleware:
-    """Pure ASGI middleware: ``Authorization: Bearer KEY`` on the protected paths, 401 otherwise."""
+class EdgeMiddleware:
+    """Pure ASGI middleware in front of the API routes, before any parsing.
+
+    - ``Authorization: Bearer KEY`` is required (401 otherwise) unless the service runs insecure;
+    - the body must be JSON (415 for another declared content type: BentoML's multipart and form parsers answer
+      500 to broken bodies, and the API takes JSON only).
+    """
 
     def __init__(self, app: Any, settings: ServeSettings | None = None):
         self.app = app
@@ -129,23 +135,25 @@ class ApiKeyMiddleware:
         self.expected = None if key is None else f"Bearer {key.get_secret_value()}".encode()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        """Reject unauthenticated calls of the protected paths before any parsing."""
-        if self.expected is not None and scope["type"] == "http" and scope["path"].rstrip("/") in PROTECTED:
-            given = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
-            if not hmac.compare_digest(given, self.expected):
-                await _send_401(send)
+        """Answer 401 or 415 on the API routes, else pass the request on."""
+        if scope["type"] == "http" and scope["path"].rstrip("/") in PROTECTED:
+            headers = dict(scope["headers"])
+            if self.expected is not None and not hmac.compare_digest(headers.get(b"authorization", b""), self.expected):
+                await _send_error(send, 401, "missing or wrong API key: send the header Authorization: Bearer KEY")
+                return
+            media = headers.get(b"content-type", b"application/json").split(b";")[0].strip().lower()
+            if media != b"application/json":
+                await _send_error(send, 415, "header Content-Type: the API takes application/json bodies only")
                 return
         await self.app(scope, receive, send)
 
 
-async def _send_401(send: Any) -> None:
-    body = b'{"error":"missing or wrong API key: send the header Authorization: Bearer KEY"}'
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"www-authenticate", b"Bearer"),
-    ]
-    await send({"type": "http.response.start", "status": 401, "headers": headers})
+async def _send_error(send: Any, status: int, message: str) -> None:
+    body = json.dumps({"error": message}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -245,4 +253,4 @@ class OfferLift:
         return OutcomesResponse(received=len(events), new=new)
 
 
-OfferLift.add_asgi_middleware(ApiKeyMiddleware)
+OfferLift.add_asgi_middleware(EdgeMiddleware)
