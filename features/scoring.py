@@ -115,11 +115,18 @@ class OutcomeScorer:
         self.boosters = [_booster(s) for s in spec["boosters"]]
         self.arm_table = np.asarray(spec.get("arm_table", []), dtype=np.float64)
         self.weights = np.asarray(spec.get("weights", []), dtype=np.float64)
+        self.clip = spec.get("clip")
         if self.kind not in ("s", "t", "mu_tau"):
             raise ModelError(f"unknown outcome model kind {self.kind!r}")
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        """(n, n_arms) expected outcome under each arm."""
+        """(n, n_arms) expected outcome under each arm (clipped to ``clip`` when the spec gives one)."""
+        out = self._raw(X)
+        if self.clip is not None:
+            np.clip(out, self.clip[0], self.clip[1], out=out)
+        return out
+
+    def _raw(self, X: np.ndarray) -> np.ndarray:
         n = X.shape[0]
         if self.kind == "t":
             return np.column_stack([b.predict(X) for b in self.boosters])

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features.build import build_features
 from features.errors import ConfigError
 from features.experiment import Experiment
 from features.simworld import SimWorld
@@ -62,6 +63,19 @@ def visible_features(customers: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def experiment_features(world: SimWorld, events: pd.DataFrame, assignments: pd.DataFrame) -> pd.DataFrame:
+    """Point-in-time features of each unit (the shared builder, events strictly before the unit's time), plus
+    the number of accounts on the customer's device and payment id."""
+    as_of = assignments[["unit_id", "customer_id", "time"]]
+    features = build_features(events, world.customers, as_of)
+    shared = visible_features(world.customers)[["accounts_per_device", "accounts_per_payment"]]
+    shared.index = world.customers["customer_id"].to_numpy()
+    extra = shared.loc[as_of["customer_id"].to_numpy()].to_numpy()
+    features["accounts_per_device"] = extra[:, 0]
+    features["accounts_per_payment"] = extra[:, 1]
+    return features
+
+
 def make_experiment(
     n_customers: int,
     seed: int = 0,
@@ -95,11 +109,11 @@ def make_experiment(
         }
     )
     result = world.play(assignments[["unit_id", "customer_id", "time", "arm"]], seed=int(seed) + 1)
-    features = visible_features(world.customers)
-    features.index = pd.Index(units, name="unit_id")
-    events = sort_events(pd.concat([world.history_events(), result.events], ignore_index=True))
+    history = world.history_events()
+    features = experiment_features(world, history, assignments)
+    events = sort_events(pd.concat([history, result.events], ignore_index=True))
     return Experiment(
-        name="simworld",
+        name="simulated",
         catalog=world.catalog,
         customers=world.customers,
         assignments=assignments,

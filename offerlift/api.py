@@ -45,3 +45,55 @@ def main_job(n_customers: int = 100_000, seed: int = 0) -> dict[str, Any]:
         out["datasets"][name] = summary
         log.info("%s: %d units summarized in %.1fs", name, summary["rows"], summary["seconds"])
     return out
+
+
+def train(
+    experiment: Experiment,
+    learner: str = "t",
+    n_folds: int = 5,
+    seed: int = 0,
+    params: dict[str, Any] | None = None,
+    register: bool = True,
+    tracking_uri: str | None = None,
+):
+    """Evaluate a learner on held-out folds, fit it on all units and (by default) register it in MLflow.
+
+    >>> result = train(load("hillstrom"), learner="s")      # doctest: +SKIP
+    >>> result.model_uri, result.metrics["ips_vs_control"]  # doctest: +SKIP
+    """
+    from features.registry import resolve_tracking_uri
+    from training.train import TrainConfig, train_model
+
+    config = TrainConfig(learner=learner, n_folds=n_folds, seed=seed, params=params or {})
+    registry = resolve_tracking_uri(tracking_uri) if register else None
+    return train_model(experiment, config, registry)
+
+
+def load_experiment_file(
+    path: str | Path,
+    treatment: str,
+    control: str,
+    outcome: str,
+    value: str | None = None,
+    cost: float = 0.0,
+    features: list[str] | None = None,
+) -> Experiment:
+    """A randomized experiment from a CSV or Parquet file (one row per unit)."""
+    from features.byo import load_experiment_file as _load
+
+    return _load(path, treatment=treatment, control=control, outcome=outcome, value=value, cost=cost, features=features)
+
+
+def score_file(model_uri: str, data: str | Path, out: str | Path | None = None):
+    """Score a CSV or Parquet file with a registered model: ``uplift_<arm>`` per treatment arm and
+    ``recommended_arm``, one row per input row in input order; written to `out` (CSV) when given."""
+    from features.model_io import load_model, score_frame
+    from features.tables import read_table
+
+    scorer = load_model(model_uri)
+    frame = read_table(data)
+    scored = score_frame(scorer, frame)
+    if out is not None:
+        scored.to_csv(out, index=False)
+        log.info("wrote %d scored rows to %s", len(scored), out)
+    return scored

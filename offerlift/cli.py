@@ -87,6 +87,78 @@ def run(
         )
 
 
+@app.command("train")
+def train_cmd(
+    data: Annotated[Path | None, typer.Option(help="Experiment file (CSV or Parquet), one row per unit.")] = None,
+    treatment: Annotated[str | None, typer.Option(help="Column with the arm of each unit.")] = None,
+    control: Annotated[str | None, typer.Option(help="Label of the control arm in the treatment column.")] = None,
+    outcome: Annotated[str | None, typer.Option(help="Outcome column (0/1 or a number).")] = None,
+    value: Annotated[str | None, typer.Option(help="Column with the money value of the outcome.")] = None,
+    cost: Annotated[float, typer.Option(help="Cost of treating one unit.")] = 0.0,
+    features: Annotated[
+        str | None, typer.Option(help="Comma-separated feature columns (default: every other column).")
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="Train on a built-in data set instead: hillstrom, starbucks, simulated.")
+    ] = None,
+    learner: Annotated[str, typer.Option(help="Meta-learner: s, t, x or dr.")] = "t",
+    folds: Annotated[int, typer.Option(help="Folds of the held-out evaluation (0: none).")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of folds, bootstrap and LightGBM.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Train on a randomized experiment, evaluate on held-out folds, register the model in MLflow."""
+    from offerlift import api
+
+    if dataset is not None:
+        exp = api.load(dataset)
+    elif data is not None and treatment and control is not None and outcome:
+        cols = [c.strip() for c in features.split(",")] if features else None
+        exp = api.load_experiment_file(data, treatment, control, outcome, value=value, cost=cost, features=cols)
+    else:
+        raise typer.BadParameter("give --dataset NAME, or --data FILE with --treatment, --control and --outcome")
+    result = api.train(exp, learner=learner, n_folds=folds, seed=seed)
+    payload = {
+        "model_uri": result.model_uri,
+        "version": result.version,
+        "run_id": result.run_id,
+        "dataset": exp.name,
+        "arms": exp.catalog.arm_ids,
+        "metrics": result.metrics,
+    }
+    if as_json:
+        _print_json(payload)
+        return
+    typer.echo(f"registered {result.model_uri} (run {result.run_id})")
+    m = result.metrics
+    if "ips_vs_control" in m:
+        typer.echo(
+            f"held-out incremental profit per unit vs no offer: {m['ips_vs_control']:+.4f} "
+            f"[{m['ips_vs_control_ci_low']:+.4f}, {m['ips_vs_control_ci_high']:+.4f}] (IPS, 95% CI); "
+            f"vs best single arm: {m['ips_vs_best_arm']:+.4f} "
+            f"[{m['ips_vs_best_arm_ci_low']:+.4f}, {m['ips_vs_best_arm_ci_high']:+.4f}]"
+        )
+    if "qini_auc_mean" in m:
+        typer.echo(f"mean Qini AUC (scikit-uplift definition) over treatment arms: {m['qini_auc_mean']:.4f}")
+
+
+@app.command("score")
+def score_cmd(
+    model: Annotated[str, typer.Option(help="Model URI: models:/offerlift@champion, models:/offerlift/3, ...")],
+    data: Annotated[Path, typer.Option(help="Rows to score (CSV or Parquet) with the model's feature columns.")],
+    out: Annotated[Path, typer.Option(help="Output CSV: uplift_<arm> per treatment arm and recommended_arm.")],
+) -> None:
+    """Score a file with a registered model, one output row per input row, in input order."""
+    from features.registry import resolve_tracking_uri
+    from offerlift import api
+
+    if model.startswith("models:/") or model.startswith("runs:/"):
+        import mlflow
+
+        mlflow.set_tracking_uri(resolve_tracking_uri().tracking_uri)
+    scored = api.score_file(model, data, out)
+    typer.echo(f"wrote {len(scored):,} rows to {out}")
+
+
 def main() -> None:
     """Console entry point: turns project errors into a one-line message and exit code 2."""
     try:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from features.catalog import Catalog
+from features.eligibility import reachable_arms
 from features.errors import ConfigError
 
 LIFECYCLE_NEW = ("never_bought", "potential")
@@ -71,10 +72,6 @@ def _column(customers: Mapping[str, Sequence[Any]], name: str, n: int, default: 
     return np.asarray(values, dtype=object)
 
 
-def _truthy(values: np.ndarray) -> np.ndarray:
-    return np.array([v is not None and v == v and bool(v) for v in values], dtype=bool)
-
-
 def eligible_customers(customers: Mapping[str, Sequence[Any]], n: int, rules: Rules) -> np.ndarray:
     """(n,) bool: customers the campaign may target at all."""
     ok = np.ones(n, dtype=bool)
@@ -118,18 +115,13 @@ def allowed_arms(
         total += np.asarray(values, dtype=np.int64)
     if rules.cap_per_customer is not None:
         mask[:, 1:] &= (total < rules.cap_per_customer)[:, None]
+    mask &= reachable_arms(catalog, customers, n, rules.require_consent)
     for j, arm in enumerate(arms):
         if arm.is_control or arm.channel is None:
             continue
-        ch = arm.channel
-        if rules.require_consent and ch.consent:
-            mask[:, j] &= _truthy(_column(customers, ch.consent, n, None))
-        reach = customers.get(f"reach_{ch.id}")
-        if reach is not None:
-            mask[:, j] &= _truthy(np.asarray(reach, dtype=object))
-        cap = rules.cap_per_channel.get(ch.id)
+        cap = rules.cap_per_channel.get(arm.channel.id)
         if cap is not None:
-            used = np.asarray(contacts.get(ch.id, np.zeros(n)), dtype=np.int64)
+            used = np.asarray(contacts.get(arm.channel.id, np.zeros(n)), dtype=np.int64)
             mask[:, j] &= used < cap
     if budget_left is not None:
         worst = np.array([a.redeem_cost + a.contact_cost for a in arms])

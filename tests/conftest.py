@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # LightGBM under pytest-xdist: one thread per worker
+
 import matplotlib
 import pytest
 

@@ -160,12 +160,23 @@ def policy_probabilities(policy: ArrayLike, data: LoggedData) -> np.ndarray:
     return probs
 
 
-def constant_policy(arm: Any, data: LoggedData) -> np.ndarray:
-    """The policy that gives every unit the same ``arm`` (probability matrix)."""
+def constant_policy(
+    arm: Any, data: LoggedData, allowed: np.ndarray | None = None, control_arm: Any = CONTROL_ARM
+) -> np.ndarray:
+    """The policy that gives every unit the same ``arm`` (probability matrix).
+
+    With ``allowed`` ((n, n_arms) bool), units that may not get ``arm`` (no consent, no reach) get the control arm.
+    """
     if arm not in data.arm_ids:
         raise PolicyError(f"unknown arm {arm!r}; known arms: {list(data.arm_ids)}")
+    j = data.arm_ids.index(arm)
     probs = np.zeros((data.n, len(data.arm_ids)))
-    probs[:, data.arm_ids.index(arm)] = 1.0
+    if allowed is None:
+        probs[:, j] = 1.0
+        return probs
+    ok = np.asarray(allowed, dtype=bool)[:, j]
+    probs[ok, j] = 1.0
+    probs[~ok, data.arm_ids.index(control_arm)] = 1.0
     return probs
 
 
@@ -290,8 +301,12 @@ def compare_policies(
     n_boot: int = 1000,
     level: float = 0.95,
     seed: int = 0,
+    allowed: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Value of each policy and its increment per unit over two baselines, with paired bootstrap CIs.
+
+    ``allowed`` ((n, n_arms) bool, optional) marks the arms each unit may get (consent, reach); the constant-arm
+    baselines then give the control arm to units that may not get their arm.
 
     Baselines: ``always:<control_arm>`` (no offer to anyone) and ``always:<best arm>``, the constant-arm
     policy with the highest point estimate on the same data (chosen once, on the full sample). Every value
@@ -309,7 +324,9 @@ def compare_policies(
     m = _check_mu(mu, data, estimator)
     names = list(policies)
     probs = [policy_probabilities(policies[name], data) for name in names]
-    consts = [constant_policy(a, data) for a in data.arm_ids]
+    if allowed is not None and np.shape(allowed) != (data.n, len(data.arm_ids)):
+        raise PolicyError(f"allowed must have shape ({data.n}, {len(data.arm_ids)}), got {np.shape(allowed)}")
+    consts = [constant_policy(a, data, allowed, control_arm) for a in data.arm_ids]
     point, boot = _estimate_many(probs + consts, data, estimator, m, n_boot, seed)
     n_pol = len(names)
     best = int(np.nanargmax(point[n_pol:]))
