@@ -21,6 +21,8 @@ Features (hours are the data set's hours; "before t" always means ``time < t``):
   text columns (gender, city, tier, ...) as pandas Categorical. The categories come from the WHOLE customers
   table (or its own Categorical dtype), never from the units asked for, so training and serving agree.
 - ``reach_<channel>`` / ``consent_<channel>`` flags passed through as float (1.0, 0.0 or NaN).
+- ``accounts_per_device`` / ``accounts_per_payment``: accounts sharing the customer's ``device_id`` /
+  ``payment_id`` (only when customers has those columns; a coupon-abuse signal).
 
 Everything is vectorized: events are sorted once by (customer, time) and every unit is located with
 ``np.searchsorted``; per-customer running sums make each feature depend on that customer's earlier events only.
@@ -231,6 +233,10 @@ def _customer_columns(customers: pd.DataFrame, customer_id: np.ndarray, t: np.nd
         return customers[col].iloc[np.where(found, row, 0)].where(found).reset_index(drop=True)
 
     out: dict[str, object] = {}
+    for col, name in (("device_id", "accounts_per_device"), ("payment_id", "accounts_per_payment")):
+        if col in customers.columns:
+            shared = customers.groupby(col, dropna=False)[col].transform("size").astype(float)
+            out[name] = shared.iloc[np.where(found, row, 0)].where(found).to_numpy(dtype=float)
     if "signup_time" in customers.columns:
         signup = pd.to_numeric(take("signup_time"), errors="coerce").to_numpy(dtype=float)
         out["tenure_days"] = (t - signup) / 24.0

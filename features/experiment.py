@@ -47,8 +47,15 @@ class Experiment:
         base = self.assignments.set_index("unit_id")
         return base.join(out, how="left").join(self.features, how="left", rsuffix="_feat")
 
-    def summary(self) -> dict[str, Any]:
-        """Units, arms, control arm, and per arm the units and mean of the main outcome."""
+    def balance(self) -> pd.DataFrame:
+        """Covariate balance: standardized mean differences of every feature, each arm vs control."""
+        from features.balance import balance_table
+
+        arms = self.assignments.set_index("unit_id")["arm"].loc[self.features.index]
+        return balance_table(self.features, arms, self.catalog.control_arm)
+
+    def summary(self, balance: bool = True) -> dict[str, Any]:
+        """Units, arms, control arm, per arm the units and mean of the main outcome, and the largest |SMD|."""
         units = self.units()
         per_arm: dict[str, dict[str, Any]] = {}
         for arm in self.catalog.arm_ids:
@@ -64,4 +71,5 @@ class Experiment:
             "control_share": float(np.mean(units["arm"].to_numpy() == self.catalog.control_arm)),
             "features": list(self.features.columns),
             "excluded": dict(self.excluded),
+            "max_abs_smd": float(self.balance()["max_abs_smd"].max()) if balance else None,
         }

@@ -64,16 +64,8 @@ def visible_features(customers: pd.DataFrame) -> pd.DataFrame:
 
 
 def experiment_features(world: SimWorld, events: pd.DataFrame, assignments: pd.DataFrame) -> pd.DataFrame:
-    """Point-in-time features of each unit (the shared builder, events strictly before the unit's time), plus
-    the number of accounts on the customer's device and payment id."""
-    as_of = assignments[["unit_id", "customer_id", "time"]]
-    features = build_features(events, world.customers, as_of)
-    shared = visible_features(world.customers)[["accounts_per_device", "accounts_per_payment"]]
-    shared.index = world.customers["customer_id"].to_numpy()
-    extra = shared.loc[as_of["customer_id"].to_numpy()].to_numpy()
-    features["accounts_per_device"] = extra[:, 0]
-    features["accounts_per_payment"] = extra[:, 1]
-    return features
+    """Point-in-time features of each unit: the shared builder on events strictly before the unit's time."""
+    return build_features(events, world.customers, assignments[["unit_id", "customer_id", "time"]])
 
 
 def make_experiment(

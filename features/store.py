@@ -124,6 +124,16 @@ class OnlineStore:
             self._local.conn = None
 
 
+def refresh_store(store: OnlineStore, events: pd.DataFrame, customers: pd.DataFrame, at: float | None = None) -> int:
+    """Write every customer's features as of `at` (default: after the last event) with the shared builder."""
+    from features.build import latest_features
+
+    frame = latest_features(events, customers, at=at)
+    frame.index.name = "customer_id"
+    when = float(at) if at is not None else float(pd.to_numeric(events["time"]).max()) if len(events) else 0.0
+    return store.put_frame(frame, as_of=when)
+
+
 def records_equal(a: Mapping[str, Any], b: Mapping[str, Any], tol: float = 1e-9) -> bool:
     """Feature dicts equal up to float tolerance (None equals NaN)."""
     if set(a) != set(b):

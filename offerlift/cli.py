@@ -64,6 +64,24 @@ def data_summary(
         typer.echo(f"  excluded rows: {summary['excluded']}")
 
 
+@data_app.command("balance")
+def data_balance(
+    dataset: Annotated[str, typer.Option(help="Data set: hillstrom, starbucks or simulated.")],
+    path: Annotated[Path | None, typer.Option(help="Folder or file of the data (real data sets).")] = None,
+    top: Annotated[int, typer.Option(help="Show the features with the largest imbalance.")] = 15,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Covariate balance across arms: standardized mean differences (pooled SD) of each feature vs control."""
+    from offerlift.api import load
+
+    table = load(dataset, path=path).balance().sort_values("max_abs_smd", ascending=False)
+    if as_json:
+        _print_json({"max_abs_smd": float(table["max_abs_smd"].max()), "table": table.head(top).to_dict("index")})
+        return
+    typer.echo(f"largest |SMD| over all features and arms: {table['max_abs_smd'].max():.4f} (|SMD| < 0.1: balanced)")
+    typer.echo(table.head(top).round(4).to_string())
+
+
 @app.command("run")
 def run(
     customers: Annotated[int, typer.Option(help="Customers in the simulated world.")] = 100_000,

@@ -49,3 +49,23 @@ def test_records_equal_tolerates_float_noise_not_differences():
     assert records_equal({"a": 1.0, "b": None}, {"a": 1.0 + 1e-12, "b": float("nan")})
     assert not records_equal({"a": 1.0}, {"a": 1.1})
     assert not records_equal({"a": 1.0}, {"b": 1.0})
+
+
+def test_store_serves_exactly_what_the_offline_builder_computes(tmp_path):
+    """Training features (offline builder at time t) equal the online store's features refreshed at t."""
+    from features.build import build_features
+    from features.simworld import SimWorld
+    from features.store import refresh_store
+
+    world = SimWorld.default(n_customers=400, seed=5)
+    events = world.history_events()
+    store = OnlineStore(tmp_path / "s.db")
+    assert refresh_store(store, events, world.customers, at=0.0) == 400
+    ids = world.customers["customer_id"].astype(str).to_numpy()
+    offline = build_features(events, world.customers, pd.DataFrame({"unit_id": ids, "customer_id": ids, "time": 0.0}))
+    online = store.get_many(ids)
+    for cid in ids[:: max(1, len(ids) // 50)]:
+        row = offline.loc[cid].to_dict()
+        assert records_equal(
+            {k: (None if pd.isna(v) else (str(v) if isinstance(v, str) else v)) for k, v in row.items()}, online[cid]
+        ), cid
