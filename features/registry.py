@@ -34,8 +34,9 @@ class RegistrySettings:
 
 
 def resolve_tracking_uri(explicit: str | None = None, root: str | Path | None = None) -> RegistrySettings:
-    """Explicit URI, else ``$MLFLOW_TRACKING_URI``, else SQLite in ``<root or repo>/mlruns``."""
-    uri = explicit or os.environ.get("MLFLOW_TRACKING_URI")
+    """An explicit URI, else SQLite under an explicit `root`, else ``$MLFLOW_TRACKING_URI``, else SQLite in the
+    repository's ``mlruns/``."""
+    uri = explicit or (None if root is not None else os.environ.get("MLFLOW_TRACKING_URI"))
     if uri:
         return RegistrySettings(tracking_uri=uri)
     base = Path(root) if root is not None else REPO_ROOT / "mlruns"

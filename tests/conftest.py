@@ -13,6 +13,17 @@ matplotlib.use("Agg")
 
 
 @pytest.fixture(autouse=True)
+def _restore_mlflow_uri():
+    """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; keep one test's store from leaking into the next."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
+@pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Downloads and unpacked caches go to a per-session temp folder unless a test sets its own."""
     if "XDG_CACHE_HOME" not in os.environ:
