@@ -16,16 +16,21 @@ next to the old one, then swaps a single reference: requests in flight finish wi
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import numpy as np
+import sqlalchemy as sa
 
 from features.errors import ModelError
 from features.model_io import load_model
@@ -70,6 +75,8 @@ class Champion:
     coupon_values: list[float]
     worst_cost: list[float]
     consent_flags: frozenset[str]
+    worst_cost_array: np.ndarray
+    arms_of_channel: dict[str, np.ndarray]
 
     @classmethod
     def build(cls, scorer: ArmScorer, version: str, settings: ServeSettings) -> Champion:
@@ -88,7 +95,25 @@ class Champion:
             coupon_values=[a.coupon_value for a in arms],
             worst_cost=[0.0 if a.is_control else a.redeem_cost + a.contact_cost for a in arms],
             consent_flags=frozenset(c.consent for c in scorer.catalog.channels if c.consent),
+            worst_cost_array=np.array([0.0 if a.is_control else a.redeem_cost + a.contact_cost for a in arms]),
+            arms_of_channel={
+                ch: np.array([j for j, a in enumerate(arms) if a.channel is not None and a.channel.id == ch])
+                for ch in {a.channel.id for a in arms if a.channel is not None}
+            },
         )
+
+    def cap_mask(self, rules: Rules, contacts: Mapping[str, int], budget_left: float | None) -> np.ndarray:
+        """(1, K) arms that the contact caps and the budget allow (the caps and budget part of `allowed_arms`)."""
+        mask = np.ones((1, len(self.arm_ids)), dtype=bool)
+        if rules.cap_per_customer is not None and sum(contacts.values()) >= rules.cap_per_customer:
+            mask[0, 1:] = False
+        for ch, cap in rules.cap_per_channel.items():
+            if contacts.get(ch, 0) >= cap and ch in self.arms_of_channel:
+                mask[0, self.arms_of_channel[ch]] = False
+        if budget_left is not None:
+            mask[0] &= self.worst_cost_array <= budget_left + 1e-12
+        mask[0, 0] = True
+        return mask
 
     def scores(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(incremental profit, expected cost), each (n, K)."""
@@ -131,6 +156,47 @@ def registry_loader(settings: ServeSettings) -> Loader:
     return load
 
 
+class WriterLock:
+    """Serializes the decision-log writes of every thread and process on one host (SQLite only).
+
+    SQLite's busy handler makes a blocked writer sleep 1, 2, 5, 10, ... ms before it tries again, which turns
+    two workers' lock contention into tens of milliseconds of tail latency. A blocking ``flock`` on a file next
+    to the database queues the writers instead and the kernel wakes the next one at once; a thread lock orders
+    the threads of one process (an flock is held by the process, not the thread).
+    """
+
+    def __init__(self, url: str):
+        self._thread_lock = threading.Lock()
+        self._fd: int | None = None
+        if url.startswith("sqlite"):
+            database = sa.engine.make_url(url).database
+            if database and database != ":memory:":
+                path = Path(database).with_name(Path(database).name + ".lock")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    def __enter__(self) -> WriterLock:
+        self._thread_lock.acquire()
+        if self._fd is not None:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            except BaseException:
+                self._thread_lock.release()
+                raise
+        return self
+
+    def __exit__(self, kind: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._thread_lock.release()
+
+    def close(self) -> None:
+        """Close the lock file."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 class Decider:
     """Decisions for one worker process.
 
@@ -152,12 +218,12 @@ class Decider:
     ):
         self.settings = settings
         self.rules: Rules = settings.rules_config()
-        self._cap_rules = replace(self.rules, new_customers_only=False, cities=(), min_tier=None, require_consent=False)
         self._registry = settings.registry_settings()
         self._loader = loader or registry_loader(settings)
         self._version_of = version_of_champion or (lambda: alias_version(self._registry, settings.registry.alias))
         self._uses_registry = version_of_champion is None
         self.log = decision_log or DecisionLog(settings.decision_log_url, synchronous=settings.sqlite_synchronous)
+        self._writer = WriterLock(self.log.url)
         if store is None:
             settings.online_store_path.parent.mkdir(parents=True, exist_ok=True)
             store = OnlineStore(settings.online_store_path)
@@ -236,6 +302,7 @@ class Decider:
             self._thread.join(timeout=5)
         self.log.dispose()
         self.store.close()
+        self._writer.close()
 
     # -- the budget ------------------------------------------------------------------------------------------
 
@@ -305,8 +372,7 @@ class Decider:
 
         def choose(state: LedgerState) -> dict[str, Any]:
             price = self._price(state, now)
-            caps = allowed_arms(champ.scorer.catalog, {}, 1, self._cap_rules, _contacts(state), state.budget_left)
-            mask = rule_mask & caps
+            mask = rule_mask & champ.cap_mask(self.rules, state.contacts, state.budget_left)
             d = decide(incr, cost, mask, hu, u, champ.policy, price)
             j = int(d.arm[0])
             out.update(price=price, mask=mask)
@@ -325,7 +391,9 @@ class Decider:
                 "context": _log_context(ctx, price, stored is None),
             }
 
-        row = self.log.commit(self.settings.campaign.name, customer_id, self.rules.cap_window_hours, choose, now=now)
+        campaign, window = self.settings.campaign.name, self.rules.cap_window_hours
+        with self._writer:
+            row = self.log.commit(campaign, customer_id, window, choose, now=now)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("decision %s customer %s arm %s", row["decision_id"], hash_id(customer_id), row["arm"])
         top = self.settings.policy.explain_top
@@ -362,10 +430,6 @@ def _attributes(stored: Mapping[str, Any] | None, ctx: Mapping[str, Any], consen
         if k not in consent or attrs.get(k) is None:
             attrs[k] = v
     return attrs
-
-
-def _contacts(state: LedgerState) -> dict[str, list[int]]:
-    return {ch: [n] for ch, n in state.contacts.items()}
 
 
 def _log_context(ctx: Mapping[str, Any], price: float, cold_start: bool) -> dict[str, Any] | None:

@@ -80,6 +80,24 @@ outcomes = sa.Table(
 
 T = TypeVar("T")
 
+# The statements of the hot path, built once: building them per call cost about 0.4 ms of CPU per decision.
+_BUDGET_ROW = sa.select(budgets).where(budgets.c.campaign == sa.bindparam("campaign"))
+_CONTACTS = (
+    sa.select(decisions.c.channel, sa.func.count())
+    .where(
+        decisions.c.customer_id == sa.bindparam("customer_id"),
+        decisions.c.ts > sa.bindparam("since"),
+        decisions.c.channel.is_not(None),
+    )
+    .group_by(decisions.c.channel)
+)
+_INSERT_DECISION = decisions.insert()
+_CHARGE = (
+    budgets.update()
+    .where(budgets.c.campaign == sa.bindparam("b_campaign"))
+    .values(committed=budgets.c.committed + sa.bindparam("b_cost"))
+)
+
 
 @dataclass(frozen=True)
 class LedgerState:
@@ -145,13 +163,8 @@ class DecisionLog:
             conn.exec_driver_sql("LOCK TABLE budgets IN EXCLUSIVE MODE")
 
     def _state(self, conn: sa.Connection, campaign: str, customer_id: str, now: float, window_h: float) -> LedgerState:
-        b = conn.execute(sa.select(budgets).where(budgets.c.campaign == campaign)).first()
-        since = now - window_h * 3600.0
-        rows = conn.execute(
-            sa.select(decisions.c.channel, sa.func.count())
-            .where(decisions.c.customer_id == customer_id, decisions.c.ts > since, decisions.c.channel.is_not(None))
-            .group_by(decisions.c.channel)
-        ).all()
+        b = conn.execute(_BUDGET_ROW, {"campaign": campaign}).first()
+        rows = conn.execute(_CONTACTS, {"customer_id": customer_id, "since": now - window_h * 3600.0}).all()
         contacts = {ch: int(c) for ch, c in rows}
         if b is None:
             return LedgerState(None, None, 0.0, contacts)
@@ -181,13 +194,9 @@ class DecisionLog:
             row.update(decision_id=str(uuid.uuid4()), ts=now, customer_id=customer_id, campaign=campaign)
             if isinstance(row.get("context"), Mapping):
                 row["context"] = json.dumps(row["context"])
-            conn.execute(decisions.insert().values(**row))
+            conn.execute(_INSERT_DECISION, row)
             if state.budget_total is not None and row["committed_cost"] > 0:
-                conn.execute(
-                    budgets.update()
-                    .where(budgets.c.campaign == campaign)
-                    .values(committed=budgets.c.committed + row["committed_cost"])
-                )
+                conn.execute(_CHARGE, {"b_campaign": campaign, "b_cost": row["committed_cost"]})
         return row
 
     def add_outcomes(self, events: Iterable[Mapping[str, Any]]) -> int:

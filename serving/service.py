@@ -217,12 +217,19 @@ class OfferLift:
     @bentoml.on_startup
     def _tune_worker(self) -> None:
         """After start-up: TCP_NODELAY on the listening socket, hide request bodies in logs, freeze the GC."""
-        nodelay = _set_listen_nodelay(sys.argv)
+        tuning = self.settings.tuning
+        nodelay = tuning.tcp_nodelay and _set_listen_nodelay(sys.argv)
         for name in ("bentoml._internal.server.http_app", "bentoml.serve", "_bentoml_impl.server.app"):
             logging.getLogger(name).addFilter(_NoRequestBodies())
-        gc.collect()
-        gc.freeze()
-        log.info("worker ready: champion %s, TCP_NODELAY %s", self.decider.champion.version, nodelay)
+        if tuning.gc_freeze:
+            gc.collect()
+            gc.freeze()
+        log.info(
+            "worker ready: champion %s, TCP_NODELAY %s, gc frozen %s",
+            self.decider.champion.version,
+            nodelay,
+            tuning.gc_freeze,
+        )
 
     def __is_ready__(self) -> bool:
         """Ready once a champion is loaded."""

@@ -84,6 +84,13 @@ class RegistrySection(_Section):
     reload_interval_s: float = Field(30.0, ge=0.0)
 
 
+class TuningSection(_Section):
+    """Worker tuning against BentoML's overhead (switches exist so the benchmark can show what each one buys)."""
+
+    gc_freeze: bool = True
+    tcp_nodelay: bool = True
+
+
 class ServeSettings(_Section):
     """Everything the service needs, validated."""
 
@@ -102,6 +109,7 @@ class ServeSettings(_Section):
     campaign: CampaignSection = CampaignSection()
     pacing: PacingSection = PacingSection()
     registry: RegistrySection = RegistrySection()
+    tuning: TuningSection = TuningSection()
 
     @field_validator("rules")
     @classmethod

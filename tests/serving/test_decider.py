@@ -8,14 +8,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from features.errors import ConfigError, ModelError
 from features.scoring import ArmScorer
 from serving.cli_serve import command, environment, prepare
-from serving.decider import Decider, expected_cost, hash_id
+from serving.decider import Champion, Decider, expected_cost, hash_id
 from serving.policy import holdout_unit
+from serving.rules import Rules, allowed_arms
 from serving.settings import SETTINGS_ENV, load_settings, settings_from_env
 from tests.serving.conftest import API_KEY, fill_store, tiny_spec
+
+SPEC = tiny_spec(seed=0, trees=2)
 
 
 @pytest.fixture(scope="module")
@@ -175,6 +180,20 @@ def test_hot_swap_during_decisions_fails_no_request(tmp_path, store_path, specs)
     assert set(seen) == {"1", "2"} and seen[-1] == "2"
     assert seen[n_at_swap:].count("1") <= len(threads)  # only requests in flight at the swap finish on "1"
     assert old.scores(old.scorer.features.encode_records([{}]))[0].shape == (1, 21)  # the old one still works
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from(["sms", "push", "wechat", "email", "fax"]), st.integers(0, 3)),
+    st.none() | st.floats(0.0, 60.0),
+    st.none() | st.integers(0, 4),
+    st.dictionaries(st.sampled_from(["sms", "push", "email"]), st.integers(0, 2)),
+)
+def test_fast_cap_mask_equals_the_rules_reference(contacts, budget_left, per_customer, per_channel):
+    champ = Champion.build(ArmScorer(SPEC), "1", load_settings(overrides={"insecure": True}, environ={}))
+    rules = Rules(cap_per_customer=per_customer, cap_per_channel=per_channel, require_consent=False)
+    reference = allowed_arms(champ.scorer.catalog, {}, 1, rules, {k: [v] for k, v in contacts.items()}, budget_left)
+    np.testing.assert_array_equal(champ.cap_mask(rules, contacts, budget_left), reference)
 
 
 def test_refresh_keeps_the_current_model_when_the_new_one_fails(tmp_path, store_path, specs, caplog):

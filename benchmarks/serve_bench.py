@@ -1,0 +1,497 @@
+"""Load benchmark of the decision service (`POST /decide`, 20 arms, decision log on), loopback only, bounded in time.
+
+    .venv/bin/python benchmarks/serve_bench.py            # full run (about 5 minutes), writes results/serve.md
+    .venv/bin/python benchmarks/serve_bench.py --quick    # shorter phases, no ablations
+
+What it measures, in one run on one machine:
+- the floors: the bare in-process model call for one customer and 20 arms (+ control), and the in-process
+  `Decider.decide` (features, rules, policy, pacing, decision log commit), both with p50/p99;
+- the real service (``offerlift serve``'s command, 2 workers) under an open-loop load: requests leave on a fixed
+  schedule whatever the answers do, and each latency counts from its scheduled time (no coordinated omission):
+  p50/p99 at 200 requests/s, then rising rates until p99 passes 50 ms or requests fail or fall behind;
+- the same with SQLite ``synchronous=NORMAL`` instead of FULL, and ablations (no gc.freeze, no TCP_NODELAY).
+
+The model is a realistic S-learner: spend 300 trees x 63 leaves and redeem 100 trees x 31 leaves on 33 features,
+scored on 21 stacked rows per request. Everything lives in a temporary folder that is removed at the end.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before LightGBM loads OpenMP: one thread per process
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import platform
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from features.registry import CHAMPION, MODEL_NAME, activate, resolve_tracking_uri, set_alias  # noqa: E402
+from features.scoring import FORMAT, ArmScorer, FeatureSpec, stack_arms  # noqa: E402
+from features.simworld_config import load_world_spec  # noqa: E402
+from features.store import OnlineStore  # noqa: E402
+from serving.cli_serve import command, environment  # noqa: E402
+from serving.decider import Decider  # noqa: E402
+from serving.settings import load_settings  # noqa: E402
+
+KEY = "bench-key-0123456789"
+N_CUSTOMERS = 20_000
+N_NUMERIC = 31
+CITIES = ("shanghai", "beijing", "guangzhou", "chengdu", "wuhan")
+TIERS = ("bronze", "silver", "gold", "platinum")
+CHANNELS = ("sms", "push", "wechat", "email")
+P99_LIMIT_MS = 50.0
+
+
+# -- the model and the data ----------------------------------------------------------------------------------
+
+
+def customers(n: int, seed: int = 0) -> pd.DataFrame:
+    """Store features: 31 numbers, city, tier, consent and reach flags (index = customer_id)."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(rng.normal(size=(n, N_NUMERIC)), columns=[f"f{j}" for j in range(N_NUMERIC)])
+    frame["city"] = pd.Categorical(rng.choice(CITIES, n), categories=CITIES)
+    frame["tier"] = pd.Categorical(rng.choice(TIERS, n), categories=TIERS)
+    for ch in CHANNELS:
+        frame[f"consent_{ch}"] = (rng.random(n) < 0.85).astype(float)
+        frame[f"reach_{ch}"] = (rng.random(n) < 0.9).astype(float)
+    frame.index = pd.Index([f"c{i:06d}" for i in range(n)], name="customer_id")
+    return frame
+
+
+def s_learner_spec(seed: int = 0, rows_per_arm: int = 800) -> dict[str, Any]:
+    """A 21-arm S-learner spec (spend: 300 trees x 63 leaves; redeem: 100 x 31) on 33 features."""
+    cat = load_world_spec()[0]
+    arms = [cat.arm(a) for a in cat.arm_ids]
+    table = np.array(
+        [[a.coupon_value, a.contact_cost] + [float(a.channel is not None and a.channel.id == c) for c in CHANNELS]
+         for a in arms]
+    )  # fmt: skip
+    frame = customers(rows_per_arm, seed + 1)
+    X = frame[[f"f{j}" for j in range(N_NUMERIC)] + ["city", "tier"]]
+    fspec = FeatureSpec.from_frame(X)
+    Xs = stack_arms(fspec.encode(X), table)
+    rng = np.random.default_rng(seed)
+    arm = np.repeat(np.arange(len(arms)), rows_per_arm)
+    value = table[arm, 0]
+    spend = 40 + 8 * np.tanh(Xs[:, 0]) + value * (0.3 + 0.5 * (Xs[:, 1] > 0)) + rng.normal(0, 5, len(arm))
+    redeem = (rng.random(len(arm)) < np.where(arm > 0, 0.2 + 0.1 * (Xs[:, 2] > 0), 0.0)).astype(float)
+    params = {"verbose": -1, "num_threads": 2, "min_data_in_leaf": 20, "learning_rate": 0.05}
+    b_spend = lgb.train({**params, "objective": "regression", "num_leaves": 63}, lgb.Dataset(Xs, spend), 300)
+    b_redeem = lgb.train({**params, "objective": "regression", "num_leaves": 31}, lgb.Dataset(Xs, redeem), 100)
+    outcome = {"kind": "s", "arm_table": table.tolist()}
+    return {
+        "format": FORMAT,
+        "arms": cat.arm_ids,
+        "catalog": cat.to_dict(),
+        "feature_spec": fspec.to_dict(),
+        "outcomes": {
+            "spend": {**outcome, "boosters": [b_spend.model_to_string()]},
+            "redeem": {**outcome, "boosters": [b_redeem.model_to_string()]},
+        },
+        "value_outcome": "spend",
+        "metadata": {"bench": True},
+    }
+
+
+def register(spec: dict[str, Any], root: Path) -> str:
+    """Log the spec in a temporary MLflow store, make it the champion; returns the tracking URI."""
+    import mlflow
+
+    from features.model_io import log_scorer_model
+
+    reg = resolve_tracking_uri(root=root / "mlruns")
+    activate(reg)
+    with mlflow.start_run():
+        info = log_scorer_model(spec, root / "model", MODEL_NAME)
+    set_alias(reg, CHAMPION, str(info.registered_model_version))
+    return reg.tracking_uri
+
+
+# -- floors --------------------------------------------------------------------------------------------------
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-quantile (0..1) of values, in the values' unit."""
+    return float(np.quantile(np.asarray(values), q)) if values else float("nan")
+
+
+def time_calls(fn: Any, n: int) -> list[float]:
+    """Milliseconds of n calls of fn(i)."""
+    out = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        fn(i)
+        out.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+def floors(settings_data: dict[str, Any], store: pd.DataFrame, n: int) -> dict[str, dict[str, float]]:
+    """p50/p99 of the bare model call and of the in-process Decider.decide (same settings as the service)."""
+    settings = load_settings(overrides=settings_data, environ={"OFFERLIFT_API_KEY": KEY})
+    decider = Decider(settings)
+    champ = decider.load_champion()
+    scorer: ArmScorer = champ.scorer
+    ids = list(store.index)
+    records = [OnlineStore(settings.online_store_path).get(ids[i]) for i in range(200)]
+    rows = [scorer.features.encode_records([r]) for r in records]
+    time_calls(lambda i: scorer.predict(rows[i % 200]), 200)  # warm up
+    out = {"model call (21 arms)": summary(time_calls(lambda i: scorer.predict(rows[i % 200]), n))}
+    out["encode + model call"] = summary(
+        time_calls(lambda i: scorer.predict(scorer.features.encode_records([records[i % 200]])), n)
+    )
+    rng = np.random.default_rng(1)
+    picks = rng.integers(0, len(ids), n)
+    out["Decider.decide (in-process)"] = summary(time_calls(lambda i: decider.decide(ids[picks[i]]), n))
+    decider.close()
+    return out
+
+
+def summary(ms: list[float]) -> dict[str, float]:
+    """p50, p99 and mean of a list of milliseconds."""
+    return {"p50": pct(ms, 0.5), "p99": pct(ms, 0.99), "mean": statistics.fmean(ms), "n": len(ms)}
+
+
+# -- the open-loop load generator ----------------------------------------------------------------------------
+
+
+@dataclass
+class Phase:
+    """Results of one constant-rate phase."""
+
+    rate: float
+    seconds: float
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)
+    wall: float = 0.0
+
+    def row(self) -> dict[str, float]:
+        """The phase as numbers: offered and achieved rate, p50/p99/max in ms, failures."""
+        n = int(self.rate * self.seconds)
+        ok = self.statuses.get(200, 0)
+        return {
+            "offered": self.rate,
+            "achieved": ok / self.wall if self.wall else 0.0,
+            "p50": pct(self.latencies, 0.5),
+            "p99": pct(self.latencies, 0.99),
+            "max": max(self.latencies) if self.latencies else float("nan"),
+            "failed": n - ok,
+        }
+
+    def sustained(self) -> bool:
+        """p99 under the limit, nothing failed, and the answers kept up with the schedule."""
+        r = self.row()
+        return r["failed"] == 0 and r["p99"] < P99_LIMIT_MS and r["achieved"] >= 0.97 * self.rate
+
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
+    if "content-length" in headers:
+        await reader.readexactly(int(headers["content-length"]))
+    elif headers.get("transfer-encoding", "").lower() == "chunked":
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            await reader.readexactly(size + 2)
+            if size == 0:
+                break
+    return status
+
+
+async def run_phase(port: int, bodies: list[bytes], rate: float, seconds: float, max_conns: int = 64) -> Phase:
+    """Send ``rate * seconds`` requests on a fixed schedule over keep-alive connections; latency from schedule."""
+    phase = Phase(rate, seconds)
+    loop = asyncio.get_running_loop()
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    slots = asyncio.Semaphore(max_conns)
+    head = f"POST /decide HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {KEY}\r\n"
+    head += "Content-Type: application/json\r\nContent-Length: "
+
+    async def one(body: bytes, scheduled: float) -> None:
+        async with slots:
+            conn = idle.pop() if idle else await asyncio.open_connection("127.0.0.1", port)
+            try:
+                conn[1].write(f"{head}{len(body)}\r\n\r\n".encode() + body)
+                status = await asyncio.wait_for(_read_response(conn[0]), 30)
+            except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
+                phase.errors += 1
+                conn[1].close()
+                return
+            phase.latencies.append((loop.time() - scheduled) * 1e3)
+            phase.statuses[status] = phase.statuses.get(status, 0) + 1
+            idle.append(conn)
+
+    n = int(rate * seconds)
+    start = loop.time() + 0.05
+    tasks = []
+    for i in range(n):
+        scheduled = start + i / rate
+        delay = scheduled - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.ensure_future(one(bodies[i % len(bodies)], scheduled)))
+    await asyncio.gather(*tasks)
+    phase.wall = loop.time() - start
+    for _, writer in idle:
+        writer.close()
+    return phase
+
+
+# -- the service ---------------------------------------------------------------------------------------------
+
+
+class Service:
+    """The service started with the same command and environment as `offerlift serve`."""
+
+    def __init__(self, settings_data: dict[str, Any], port: int, log: Path):
+        env = {**os.environ, "OFFERLIFT_API_KEY": KEY}
+        env.pop("MLFLOW_TRACKING_URI", None)
+        self.settings = load_settings(overrides={**settings_data, "port": port}, environ=env)
+        self.port, self.log = port, log
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen(
+                command(self.settings),
+                cwd=REPO,
+                env=environment(self.settings, env),
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+            )
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Poll /readyz."""
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"service exited: {self.log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError("service not ready in time")
+
+    def stop(self) -> None:
+        """SIGTERM the process group (SIGKILL if it lingers)."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+
+def free_port() -> int:
+    """A free loopback port."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def measure_service(name: str, data: dict[str, Any], bodies: list[bytes], tmp: Path, args: Any) -> dict[str, Any]:
+    """Start a service variant, warm it up, run the fixed rate and (optionally) the rising rates."""
+    svc = Service(data, free_port(), tmp / f"{name}.log")
+    try:
+        svc.wait_ready()
+        asyncio.run(run_phase(svc.port, bodies, 100, 3))  # warm-up, discarded
+        fixed = asyncio.run(run_phase(svc.port, bodies, args.rate, args.fixed_seconds))
+        print(f"[{name}] {args.rate:.0f}/s: {fmt(fixed.row())}", flush=True)
+        ramp = []
+        if args.ramp:
+            for rate in args.rates:
+                phase = asyncio.run(run_phase(svc.port, bodies, rate, args.step_seconds))
+                ramp.append(phase)
+                print(f"[{name}] {rate:.0f}/s: {fmt(phase.row())}", flush=True)
+                if not phase.sustained():
+                    break
+        return {"fixed": fixed.row(), "ramp": [p.row() for p in ramp], "best": best_rate(ramp, fixed)}
+    finally:
+        svc.stop()
+
+
+def best_rate(ramp: list[Phase], fixed: Phase) -> dict[str, float] | None:
+    """The highest offered rate sustained with p99 under the limit."""
+    ok = [p for p in [fixed, *ramp] if p.sustained()]
+    return max(ok, key=lambda p: p.rate).row() if ok else None
+
+
+def fmt(r: dict[str, float]) -> str:
+    """One line of a phase."""
+    return (
+        f"achieved {r['achieved']:.0f}/s p50 {r['p50']:.2f} ms p99 {r['p99']:.2f} ms "
+        f"max {r['max']:.1f} ms failed {r['failed']:.0f}"
+    )
+
+
+# -- the report ----------------------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, str]:
+    """CPU, cores, memory, load, versions, date and commit."""
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())  # fmt: skip
+    mem = next(ln.split()[1] for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal"))
+    pkgs = ("bentoml", "uvicorn", "starlette", "pydantic", "lightgbm", "numpy", "sqlalchemy", "mlflow")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": f"{cpu}, {os.cpu_count()} cores, {int(mem) / 2**20:.1f} GiB RAM",
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "versions": ", ".join(f"{p} {version(p)}" for p in pkgs) + f", SQLite {sqlite3.sqlite_version}",
+        "commit": commit.stdout.strip(),
+        "load": " / ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+def report(info: dict[str, str], floor: dict[str, dict[str, float]], runs: dict[str, Any], args: Any) -> str:
+    """The results page (markdown)."""
+    model, dec = floor["model call (21 arms)"], floor["Decider.decide (in-process)"]
+    lines = [
+        "# Decision service load benchmark",
+        "",
+        f"`benchmarks/serve_bench.py{' --quick' if args.quick else ''}`, {info['date']}, commit {info['commit']}.",
+        f"Machine: {info['cpu']}; {info['os']}; Python {info['python']}.",
+        f"Versions: {info['versions']}.",
+        f"Load average (1/5/15 min) at the start: {info['load_start']}; at the end: {info['load']} "
+        "(the machine is shared: absolute times vary by about 30%, compare the ratios).",
+        "",
+        "Setup: `POST /decide` over HTTP/1.1 keep-alive on 127.0.0.1, 20 arms + no offer, S-learner champion "
+        "(spend 300 trees x 63 leaves, redeem 100 x 31, 33 features), online store of 20,000 customers (5% of "
+        "requests are unknown customers), every decision committed to the SQLite decision log (WAL) with its "
+        "budget charge before the answer, 2 BentoML workers x 1 thread, OMP_NUM_THREADS=1. Open-loop load from one "
+        "asyncio process on the same 2 cores: requests leave on a fixed schedule and latency counts from the "
+        "scheduled send time. 'Sustained' = no failed request, p99 < 50 ms and answers keeping up with the "
+        "offered rate.",
+        "",
+        "## Floors (in-process, same run)",
+        "",
+        "| call | p50 ms | p99 ms | mean ms |",
+        "|---|---|---|---|",
+    ]
+    for name, s in floor.items():
+        lines.append(f"| {name} | {s['p50']:.3f} | {s['p99']:.3f} | {s['mean']:.3f} |")
+    lines += ["", f"## The service at a fixed {args.rate:.0f} requests/s and its highest sustained rate", ""]
+    lines += [
+        "| variant | p50 ms | p99 ms | max ms | failed | p50 / model | p99 / model | p50 / decide | best sustained "
+        "rate (p99 ms) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in runs.items():
+        f = r["fixed"]
+        best = r.get("best")
+        b = f"{best['offered']:.0f}/s ({best['p99']:.1f})" if best and r["ramp"] else "not measured"
+        if r["ramp"] and r["ramp"][-1] and not r["ramp_all_ok"]:
+            last = r["ramp"][-1]
+            b += f"; at {last['offered']:.0f}/s: p99 {last['p99']:.1f} ms, {last['achieved']:.0f}/s answered"
+        lines.append(
+            f"| {name} | {f['p50']:.2f} | {f['p99']:.2f} | {f['max']:.1f} | {f['failed']:.0f} | "
+            f"{f['p50'] / model['p50']:.1f}x | {f['p99'] / model['p99']:.1f}x | {f['p50'] / dec['p50']:.1f}x | {b} |"
+        )
+    lines += ["", "Rising rates (offered -> answered, p50 / p99 / max ms):", ""]
+    for name, r in runs.items():
+        for p in r["ramp"]:
+            lines.append(
+                f"- {name}: {p['offered']:.0f}/s -> {p['achieved']:.0f}/s, {p['p50']:.2f} / {p['p99']:.2f} / "
+                f"{p['max']:.1f}, failed {p['failed']:.0f}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="short phases, FULL and NORMAL only")
+    p.add_argument("--rate", type=float, default=200.0, help="the fixed offered rate (requests/s)")
+    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "serve.md")
+    p.add_argument("--max-minutes", type=float, default=8.0, help="skip the remaining variants after this")
+    args = p.parse_args(argv)
+    args.fixed_seconds = 6.0 if args.quick else 15.0
+    args.step_seconds = 4.0 if args.quick else 6.0
+    args.rates = [300, 400, 500, 600, 700, 800, 1000, 1200]
+    args.ramp = True
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark and write the results page."""
+    args = parse_args(argv)
+    t_start = time.monotonic()
+    info = {"load_start": " / ".join(f"{x:.2f}" for x in os.getloadavg())}
+    tmp = Path(tempfile.mkdtemp(prefix="serve-bench-"))
+    try:
+        print("building the model and the registry ...", flush=True)
+        uri = register(s_learner_spec(), tmp)
+        store = customers(N_CUSTOMERS)
+        OnlineStore(tmp / "store.db").put_frame(store, as_of=0.0)
+        base = {
+            "online_store_path": str(tmp / "store.db"),
+            "registry": {"tracking_uri": uri},
+            "campaign": {"name": "bench", "budget": 1e9},
+        }
+        rng = np.random.default_rng(0)
+        ids = [store.index[i] if rng.random() > 0.05 else f"new{i}" for i in rng.integers(0, N_CUSTOMERS, 5000)]
+        bodies = [json.dumps({"customer_id": c, "context": {"city": "shanghai"}}).encode() for c in ids]
+        print("floors ...", flush=True)
+        floor = floors(
+            {**base, "decision_log_url": f"sqlite:///{tmp / 'floor.db'}"}, store, 1500 if args.quick else 3000
+        )
+        for name, s in floor.items():
+            print(f"  {name}: p50 {s['p50']:.3f} ms p99 {s['p99']:.3f} ms", flush=True)
+        variants: list[tuple[str, dict[str, Any], bool]] = [
+            ("synchronous=FULL (default)", {"sqlite_synchronous": "FULL"}, True),
+            ("synchronous=NORMAL", {"sqlite_synchronous": "NORMAL"}, True),
+        ]
+        if not args.quick:
+            variants += [
+                ("FULL, without gc.freeze", {"tuning": {"gc_freeze": False}}, False),
+                ("FULL, without TCP_NODELAY", {"tuning": {"tcp_nodelay": False}}, False),
+            ]
+        runs: dict[str, Any] = {}
+        for i, (name, extra, ramp) in enumerate(variants):
+            if time.monotonic() - t_start > args.max_minutes * 60:
+                print(f"time is up: skipping {name}", flush=True)
+                continue
+            args.ramp = ramp
+            data = {**base, **extra, "decision_log_url": f"sqlite:///{tmp / f'log{i}.db'}"}
+            runs[name] = measure_service(f"v{i}", data, bodies, tmp, args)
+            runs[name]["ramp_all_ok"] = all(p["failed"] == 0 and p["p99"] < P99_LIMIT_MS for p in runs[name]["ramp"])
+        info.update(machine())
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(report(info, floor, runs, args))
+        print(f"wrote {args.out} in {time.monotonic() - t_start:.0f} s", flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
