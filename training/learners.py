@@ -135,37 +135,62 @@ class XLearner(UpliftLearnerBase):
     propensity of the arm's rows (exact for randomized data), else the arm's share of rows.
     ``predict = mu_0(x) + tau_a(x)``.
 
-    Fitted attributes: ``models_`` (outcome model per arm), ``effect_models_`` (per treatment arm, the pair
-    (tau0, tau1)), ``weights_`` (g_a per treatment arm), ``arm_propensity_`` (e_a per arm).
+    With ``pooled_effects=True`` stage 2 fits ONE effect model per arm on the imputed effects of both
+    groups, weighted (``g_a / e_0`` on control rows, ``(1 - g_a) / e_a`` on arm rows) so that its target is
+    the same ``g_a * tau0_a + (1 - g_a) * tau1_a``: half the effect models to evaluate in ``predict``, and
+    every split sees both groups.
+
+    Fitted attributes: ``models_`` (outcome model per arm), ``effect_models_`` (per treatment arm, a list of
+    (booster, weight) whose weighted sum is tau_a), ``weights_`` (g_a per treatment arm),
+    ``arm_propensity_`` (e_a per arm).
     """
+
+    def __init__(
+        self,
+        control: str = CONTROL_ARM,
+        arms: list[str] | None = None,
+        outcome: str | None = None,
+        params: dict[str, Any] | None = None,
+        random_state: int | None = 0,
+        min_arm_rows: int = 20,
+        pooled_effects: bool = False,
+    ):
+        super().__init__(control, arms, outcome, params, random_state, min_arm_rows)
+        self.pooled_effects = pooled_effects
 
     def _fit(self, X: np.ndarray, codes: np.ndarray, y: np.ndarray, prop: np.ndarray | None) -> None:
         m = len(self.arms_)
-        params = self.lgb_params_
-        ds = make_dataset(X, y, params, self.encoder_.categorical)
-        self.models_ = _arm_models(ds, codes, m, params)
-        self.arm_propensity_ = arm_shares(codes, m, prop)
-        rows0 = np.flatnonzero(codes == 0)
-        X0, y0 = X[rows0], y[rows0]
+        ds = make_dataset(X, y, self.lgb_params_, self.encoder_.categorical)
+        self.models_ = _arm_models(ds, codes, m, self.lgb_params_)
+        e = self.arm_propensity_ = arm_shares(codes, m, prop)
+        self.weights_ = [float(e[a] / (e[a] + e[0])) for a in range(1, m)]
+        imputed = np.empty(len(y))
         treated = np.flatnonzero(codes != 0)
-        resid1 = y[treated] - self._score(self.models_[0], X[treated])
-        eff = effect_params(params)
-        self.effect_models_, self.weights_ = [], []
+        imputed[treated] = y[treated] - self._score(self.models_[0], X[treated])
+        rows0 = np.flatnonzero(codes == 0)
+        X0 = X[rows0]
+        self.effect_models_ = []
         for a in range(1, m):
-            rows_a = np.flatnonzero(codes == a)
-            d1 = resid1[codes[treated] == a]
-            d0 = self._score(self.models_[a], X0) - y0
-            tau0 = train(subset(ds, rows0, d0), eff)
-            tau1 = train(subset(ds, rows_a, d1), eff)
-            self.effect_models_.append((tau0, tau1))
-            e_a, e_0 = self.arm_propensity_[a], self.arm_propensity_[0]
-            self.weights_.append(float(e_a / (e_a + e_0)))
+            imputed[rows0] = self._score(self.models_[a], X0) - y[rows0]
+            rows = np.flatnonzero((codes == 0) | (codes == a))
+            self.effect_models_.append(self._effect_models(ds, rows, codes[rows] == 0, imputed[rows], a))
+
+    def _effect_models(
+        self, ds: Any, rows: np.ndarray, is0: np.ndarray, d: np.ndarray, a: int
+    ) -> list[tuple[Any, float]]:
+        """Stage 2 for arm ``a``: (booster, weight) pairs whose weighted sum estimates tau_a."""
+        g = self.weights_[a - 1]
+        e_a, e_0 = self.arm_propensity_[a], self.arm_propensity_[0]
+        eff = effect_params(self.lgb_params_)
+        if self.pooled_effects:
+            w = np.where(is0, g / e_0, (1.0 - g) / e_a)
+            return [(train(subset(ds, rows, d, w / w.mean()), eff), 1.0)]
+        tau0 = train(subset(ds, rows[is0], d[is0]), eff)
+        tau1 = train(subset(ds, rows[~is0], d[~is0]), eff)
+        return [(tau0, g), (tau1, 1.0 - g)]
 
     def _predict_uplift(self, X: np.ndarray) -> np.ndarray:
-        pairs = zip(self.effect_models_, self.weights_, strict=True)
-        return np.column_stack(
-            [g * self._score(tau0, X) + (1.0 - g) * self._score(tau1, X) for (tau0, tau1), g in pairs]
-        )
+        return np.column_stack([sum(w * self._score(model, X) for model, w in parts) for parts in self.effect_models_])
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
         mu0 = self._score(self.models_[0], X)

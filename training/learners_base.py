@@ -103,11 +103,18 @@ def make_dataset(X: np.ndarray, y: np.ndarray, params: Mapping[str, Any], catego
     return ds.construct()
 
 
-def subset(ds: lgb.Dataset, rows: np.ndarray, label: np.ndarray | None = None) -> lgb.Dataset:
-    """Rows ``rows`` (sorted positions) of a constructed dataset, sharing its bins; optionally a new label."""
+def subset(
+    ds: lgb.Dataset, rows: np.ndarray, label: np.ndarray | None = None, weight: np.ndarray | None = None
+) -> lgb.Dataset:
+    """Rows ``rows`` (ascending positions) of a constructed dataset, sharing its bins.
+
+    ``label`` and ``weight``, when given, are aligned with ``rows`` and replace the parent's.
+    """
     sub = ds.subset(rows).construct()
     if label is not None:
         sub.set_label(label)
+    if weight is not None:
+        sub.set_weight(weight)
     return sub
 
 

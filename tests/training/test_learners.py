@@ -375,6 +375,23 @@ def test_x_learner_weights_use_the_known_propensities(data: dict) -> None:
     np.testing.assert_allclose(model.weights_, [1 / 3, 1 / 3])
 
 
+def test_x_learner_with_pooled_effects_recovers_uplift_with_one_model_per_arm(data: dict) -> None:
+    model = XLearner(params=PARAMS, pooled_effects=True).fit(data["X"], data["arm"], data["y"], data["p"])
+    assert [len(parts) for parts in model.effect_models_] == [1, 1]
+    up = model.predict_uplift(data["X_test"])
+    truth = true_uplift(data["X_test"], model.arms_)
+    assert min(np.corrcoef(up[:, j], truth[:, j])[0, 1] for j in range(2)) > 0.8
+
+
+def test_pooled_x_learner_weights_follow_the_propensities(data: dict) -> None:
+    """Unequal known propensities reweight the pooled stage-2 rows, so the fit changes."""
+    args = (data["X"], data["arm"], data["y"])
+    unequal = np.where(data["arm"] == "none", 0.5, 0.25)
+    weighted = XLearner(params=PARAMS, pooled_effects=True).fit(*args, unequal)
+    plain = XLearner(params=PARAMS, pooled_effects=True).fit(*args, data["p"])
+    assert np.abs(weighted.predict_uplift(data["X_test"]) - plain.predict_uplift(data["X_test"])).max() > 0.01
+
+
 def test_dr_learner_on_all_rows_recovers_uplift_with_three_folds(data: dict) -> None:
     model = DRLearner(params=PARAMS, n_folds=3, effect_rows="all").fit(data["X"], data["arm"], data["y"], data["p"])
     assert len(model.control_models_) == 3
