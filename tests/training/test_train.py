@@ -85,3 +85,13 @@ def test_bad_config_is_named():
         TrainConfig(learner="q")
     with pytest.raises(ConfigError, match="n_folds"):
         TrainConfig(n_folds=1)
+
+
+def test_evaluation_figures_cover_the_most_frequent_arms(exp):
+    from training.report import evaluation_figures
+
+    result = train_model(exp, TrainConfig(learner="t", params=FAST, n_folds=2, n_boot=20))
+    figs = evaluation_figures(exp, result.held_out, max_arms=2, n_boot=10)
+    assert len(figs) == 6
+    assert {k.split("_")[0] for k in figs} == {"qini", "uplift", "calibration"}
+    assert all(f.axes for f in figs.values())
