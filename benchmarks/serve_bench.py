@@ -298,14 +298,17 @@ class Service:
         raise RuntimeError("service not ready in time")
 
     def stop(self) -> None:
-        """SIGTERM the process group (SIGKILL if it lingers)."""
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        """SIGTERM the arbiter (it stops its workers, which run in sessions of their own); SIGKILL leftovers."""
+        import psutil
+
+        if self.proc.poll() is not None:
+            return
+        procs = [psutil.Process(self.proc.pid), *psutil.Process(self.proc.pid).children(recursive=True)]
+        os.kill(self.proc.pid, signal.SIGTERM)
+        _, alive = psutil.wait_procs(procs, timeout=20)
+        for p in alive:
+            p.kill()
+        self.proc.wait(10)
 
 
 def free_port() -> int:

@@ -209,6 +209,8 @@ class OfferLift:
     """Real-time offer decisions; one instance per worker process."""
 
     def __init__(self) -> None:
+        for name in ("serving", "features"):  # BentoML leaves the root logger at WARNING
+            logging.getLogger(name).setLevel(logging.INFO)
         self.settings = settings_from_env()
         self.decider = Decider(self.settings)
         self.decider.load_champion()

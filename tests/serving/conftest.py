@@ -8,6 +8,7 @@ customers with the simulated world's 20-arm catalog. `Registry` logs such specs 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -21,6 +22,7 @@ import httpx
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 import yaml
 
@@ -200,21 +202,37 @@ class ServiceProcess:
         self.stop()
         raise RuntimeError(f"service not ready after {timeout}s:\n{self.log_tail()}")
 
-    def kill(self) -> None:
-        """SIGKILL the whole process group (arbiter and workers) at once."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+    def processes(self) -> list[psutil.Process]:
+        """The arbiter and every worker (circus starts the workers in sessions of their own)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return []
+        try:
+            parent = psutil.Process(self.proc.pid)
+            return [parent, *parent.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def kill(self) -> list[psutil.Process]:
+        """SIGKILL the arbiter and all its workers at once, by pid; returns them (all gone)."""
+        procs = self.processes()
+        for p in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.send_signal(signal.SIGKILL)
+        psutil.wait_procs(procs, timeout=10)
+        if self.proc is not None:
             self.proc.wait(10)
+        return procs
 
     def stop(self) -> None:
-        """SIGTERM the process group, SIGKILL after 15 s."""
-        if self.proc is None or self.proc.poll() is not None:
+        """SIGTERM the arbiter (it stops its workers), SIGKILL whatever is left after 15 s."""
+        procs = self.processes()
+        if not procs:
             return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        os.kill(self.proc.pid, signal.SIGTERM)
+        _, alive = psutil.wait_procs(procs, timeout=15)
+        for p in alive:
+            p.kill()
+        self.proc.wait(10)
 
     def log_tail(self, n: int = 60) -> str:
         """The last lines of the service's output."""

@@ -168,6 +168,7 @@ def test_customer_ids_never_appear_in_the_service_log(service):
     text = service.log_path.read_text(errors="replace")
     assert "invalid request fields" in text  # the errors are logged, without their input
     assert SECRET not in text and "cust000" not in text
+    assert text.count("TCP_NODELAY True") == 2  # both workers tuned their listening socket
 
 
 def test_sigkill_during_a_burst_loses_no_answered_decision(service, decision_log):
@@ -192,10 +193,11 @@ def test_sigkill_during_a_burst_loses_no_answered_decision(service, decision_log
     deadline = time.monotonic() + 60
     while len(answered) < 150 and time.monotonic() < deadline:
         time.sleep(0.05)
-    service.kill()  # SIGKILL to the arbiter and both workers while requests are in flight
+    killed = service.kill()  # SIGKILL to the arbiter and both workers while requests are in flight
     stop.set()
     for t in threads:
         t.join()
+    assert len(killed) >= 3 and not any(p.is_running() for p in killed)  # arbiter and 2 workers, all gone
     assert len(answered) >= 150
     service.start()
     with service.client() as c:
