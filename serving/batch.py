@@ -156,13 +156,21 @@ def input_columns(schema: pa.Schema, scorer: ArmScorer) -> list[str]:
 
 
 def iter_frames(
-    path: str | Path, chunk_rows: int, columns: list[str] | None = None
+    path: str | Path,
+    chunk_rows: int,
+    columns: list[str] | None = None,
+    row_groups: list[int] | None = None,
+    start: int = 0,
 ) -> Iterator[tuple[int, pd.DataFrame]]:
-    """(start row, frame) chunks of exactly `chunk_rows` rows (the last one shorter) of a Parquet file, in order."""
+    """(start row, frame) chunks of exactly `chunk_rows` rows (the last one shorter) of a Parquet file, in order.
+
+    With `row_groups`, only those row groups are read and `start` is the file row of their first row.
+    """
     if chunk_rows < 1:
         raise ConfigError(f"chunk_rows must be >= 1, got {chunk_rows!r}")
-    start, buffer, have = 0, [], 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows, columns=columns):
+    buffer, have = [], 0
+    batches = pq.ParquetFile(path).iter_batches(batch_size=chunk_rows, row_groups=row_groups, columns=columns)
+    for batch in batches:
         buffer.append(batch)
         have += batch.num_rows
         while have >= chunk_rows:
@@ -196,6 +204,7 @@ class Tally:
         self.value = 0.0
         self.spend = 0.0
         self.rows = 0
+        self.chunks = 0
 
     def add(self, d: Decisions) -> None:
         """Count one chunk's decisions."""
@@ -205,6 +214,16 @@ class Tally:
         self.value += float(d.incr.sum())
         self.spend += float(d.cost.sum())
         self.rows += d.arm.size
+
+    def merge(self, other: Tally) -> None:
+        """Add another tally's totals (e.g. of a partition)."""
+        self.arms += other.arms
+        for g in GROUPS:
+            self.groups[g] += other.groups[g]
+        self.value += other.value
+        self.spend += other.spend
+        self.rows += other.rows
+        self.chunks += other.chunks
 
 
 def find_price(

@@ -138,3 +138,24 @@ def test_customer_file_has_model_rule_and_contact_columns(scorer, customers):
     assert pq.ParquetFile(customers).metadata.num_row_groups == math.ceil(N / 600)
     starts = [s for s, _ in iter_frames(customers, 700, ["customer_id"])]
     assert starts == [0, 700, 1400]
+
+
+def test_compiled_trees_give_identical_decisions_and_are_cached(scorer, customers, tmp_path):
+    compiled_mod = pytest.importorskip("serving.compiled")
+    if not compiled_mod.available():
+        pytest.skip("lleaves is not installed")
+    cache = tmp_path / "compiled"
+    fast = compiled_mod.compile_scorer(scorer, cache)
+    objects = sorted(cache.glob("*.o"))
+    assert len(objects) == sum(len(o.boosters) for o in scorer.outcomes.values())
+    mtimes = [p.stat().st_mtime_ns for p in objects]
+    compiled_mod.compile_scorer(scorer, cache)  # loads the cached object files
+    assert [p.stat().st_mtime_ns for p in objects] == mtimes
+    X = scorer.features.encode(pd.read_parquet(customers).iloc[:500])
+    assert compiled_mod.max_difference(scorer, fast, X) < 1e-9
+    a, b = tmp_path / "plain.parquet", tmp_path / "fast.parquet"
+    run_batch(scorer, customers, a, policy=POLICY, rules=RULES, progress=False)
+    run_batch(fast, customers, b, policy=POLICY, rules=RULES, progress=False)
+    plain, quick = pd.read_parquet(a), pd.read_parquet(b)
+    assert plain["arm"].tolist() == quick["arm"].tolist()
+    np.testing.assert_allclose(plain["expected_cost"], quick["expected_cost"], rtol=1e-9)
