@@ -7,8 +7,8 @@ Spec of one outcome model (``kind``):
 - ``"s"``: one booster on ``[X, arm_table[arm]]`` (the arm's features: one-hot, coupon value, ...); all arms
   scored in one stacked call.
 - ``"t"``: one booster per arm on ``X``.
-- ``"mu_tau"``: a control-outcome booster ``mu`` and effect boosters ``tau_j``; arm ``a`` gets
-  ``mu(X) + sum_j weights[a][j] * tau_j(X)`` (X- and DR-learners).
+- ``"mu_tau"``: ``n_mu`` control-outcome boosters (their mean is ``mu``) followed by effect boosters ``tau_j``;
+  arm ``a`` gets ``mu(X) + sum_j weights[a][j] * tau_j(X)`` (X- and DR-learners).
 """
 
 from __future__ import annotations
@@ -116,6 +116,7 @@ class OutcomeScorer:
         self.arm_table = np.asarray(spec.get("arm_table", []), dtype=np.float64)
         self.weights = np.asarray(spec.get("weights", []), dtype=np.float64)
         self.clip = spec.get("clip")
+        self.n_mu = int(spec.get("n_mu", 1))
         if self.kind not in ("s", "t", "mu_tau"):
             raise ModelError(f"unknown outcome model kind {self.kind!r}")
 
@@ -132,10 +133,9 @@ class OutcomeScorer:
             return np.column_stack([b.predict(X) for b in self.boosters])
         if self.kind == "s":
             return self.boosters[0].predict(stack_arms(X, self.arm_table)).reshape(self.n_arms, n).T
-        mu = self.boosters[0].predict(X)
-        taus = (
-            np.column_stack([b.predict(X) for b in self.boosters[1:]]) if len(self.boosters) > 1 else np.zeros((n, 0))
-        )
+        mu = np.mean([b.predict(X) for b in self.boosters[: self.n_mu]], axis=0)
+        rest = self.boosters[self.n_mu :]
+        taus = np.column_stack([b.predict(X) for b in rest]) if rest else np.zeros((n, 0))
         return mu[:, None] + taus @ self.weights.T
 
 

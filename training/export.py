@@ -42,19 +42,22 @@ def outcome_spec(learner: UpliftLearnerBase) -> dict[str, Any]:
         return {"kind": "t", "boosters": [m.model_to_string() for m in learner.models_], "clip": clip}
     m = len(learner.arms_)
     if isinstance(learner, XLearner):
-        boosters = [learner.models_[0]] + [t for pair in learner.effect_models_ for t in pair]
-        weights = np.zeros((m, 2 * (m - 1)))
-        for a, g in enumerate(learner.weights_, 1):
-            weights[a, 2 * (a - 1)] = g
-            weights[a, 2 * (a - 1) + 1] = 1.0 - g
+        mu = [learner.models_[0]]
+        parts = learner.effect_models_
     elif isinstance(learner, DRLearner):
-        boosters = [learner.control_model_, *learner.effect_models_]
-        weights = np.vstack([np.zeros((1, m - 1)), np.eye(m - 1)])
+        mu = list(learner.control_models_)
+        parts = [[(b, 1.0)] for b in learner.effect_models_]
     else:
         raise ModelError(f"no export for learner type {type(learner).__name__}")
+    taus, weights = [], np.zeros((m, sum(len(p) for p in parts)))
+    for a, arm_parts in enumerate(parts, 1):
+        for booster, w in arm_parts:
+            weights[a, len(taus)] = w
+            taus.append(booster)
     return {
         "kind": "mu_tau",
-        "boosters": [b.model_to_string() for b in boosters],
+        "n_mu": len(mu),
+        "boosters": [b.model_to_string() for b in mu + taus],
         "weights": weights.tolist(),
         "clip": clip,
     }
