@@ -8,7 +8,10 @@ What keeps BentoML's own overhead low (see benchmarks/results/serve.md):
 - handlers return pydantic models (a ``dict`` return makes BentoML rebuild a JSON schema for every response);
 - ``gc.freeze()`` after start-up, so the collector stops re-scanning the start-up heap (long pauses otherwise);
 - TCP_NODELAY on the listening socket that BentoML hands to each worker (accepted sockets inherit it);
-- metrics and access logs off; the API key and the content type are checked by a small ASGI middleware.
+- metrics and access logs off; the API key and the content type are checked by a small ASGI middleware;
+- ``/decide`` runs inline on the worker's event loop (about 1 ms of CPU, no thread hop and no GIL ping-pong
+  between the loop and a handler thread); ``tuning.inline_handler: false`` runs it in a thread instead.
+  ``/outcomes`` (batches of up to 10,000 events) always runs in BentoML's handler thread.
 
 Customer ids never reach the logs in plain text: our own logs hash them, and a log filter removes the request
 body from BentoML's log of validation errors.
@@ -25,6 +28,8 @@ import sys
 from datetime import datetime
 from typing import Annotated, Any
 
+import anyio
+import anyio.to_thread
 import bentoml
 from bentoml.exceptions import BentoMLException, InvalidArgument, ServiceUnavailable
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -215,6 +220,7 @@ class OfferLift:
         self.decider = Decider(self.settings)
         self.decider.load_champion()
         self.decider.start_reloading()
+        self._limiter: anyio.CapacityLimiter | None = None
 
     @bentoml.on_startup
     def _tune_worker(self) -> None:
@@ -238,13 +244,20 @@ class OfferLift:
         return self.decider.ready
 
     @bentoml.api(route="/decide")
-    def decide(
+    async def decide(
         self,
         customer_id: Annotated[str, Field(min_length=1, max_length=128)],
         context: DecideContext | None = None,
     ) -> DecideResponse:
         """Choose the arm (offer and channel, or no offer) for one customer, log it, and return it."""
         ctx = None if context is None else context.model_dump(exclude_none=True)
+        if self.settings.tuning.inline_handler:
+            return self._decide(customer_id, ctx)
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self.settings.threads)
+        return await anyio.to_thread.run_sync(self._decide, customer_id, ctx, limiter=self._limiter)
+
+    def _decide(self, customer_id: str, ctx: dict[str, Any] | None) -> DecideResponse:
         try:
             return to_response(self.decider.decide(customer_id, ctx))
         except ModelError as exc:

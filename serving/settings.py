@@ -89,6 +89,7 @@ class TuningSection(_Section):
 
     gc_freeze: bool = True
     tcp_nodelay: bool = True
+    inline_handler: bool = True
 
 
 class ServeSettings(_Section):
@@ -101,7 +102,7 @@ class ServeSettings(_Section):
     workers: int = Field(2, ge=1, le=64)
     threads: int = Field(1, ge=1, le=64)
     decision_log_url: str = f"sqlite:///{STATE_DIR / 'decisions.db'}"
-    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "NORMAL"
     online_store_path: Path = STATE_DIR / "online_store.db"
     use_context_time: bool = False
     rules: dict[str, Any] = Field(default_factory=dict)
