@@ -204,13 +204,13 @@ class DRLearner(UpliftLearnerBase):
     out-of-fold ``mu_a(x_i)``. For each treatment arm, the AIPW pseudo-outcome
     (:func:`aipw_pseudo_outcome`), with the known propensity of each row's own arm (else the empirical
     arm share), is regressed on the features: that regression is ``tau_a``.
-    ``predict = mu_0(x) + tau_a(x)``, with ``mu_0`` the mean of the control arm's fold models.
+    ``predict = mu_0(x) + tau_a(x)``, with ``mu_0`` refitted on all control rows (one model to evaluate).
 
     ``effect_rows`` picks the rows of each arm's regression: "pair" (control and arm rows, as causalml
     does; fastest) or "all" (every row: the other arms' rows add the plug-in ``mu_a - mu_0``, which steadies
     the estimate for small arms, at the cost of ``n_arms - 1`` regressions on all rows).
 
-    Fitted attributes: ``control_models_`` (one per fold), ``effect_models_`` (per treatment arm),
+    Fitted attributes: ``control_model_``, ``effect_models_`` (per treatment arm),
     ``arm_propensity_``.
     """
 
@@ -241,6 +241,7 @@ class DRLearner(UpliftLearnerBase):
         mu = self._cross_fit(ds, X, codes, folds, params)
         self.arm_propensity_ = arm_shares(codes, m, prop)
         e_own = prop if prop is not None else self.arm_propensity_[codes]
+        self.control_model_ = train(subset(ds, np.flatnonzero(codes == 0)), params)
         eff = effect_params(params)
         self.effect_models_ = []
         for a in range(1, m):
@@ -258,9 +259,8 @@ class DRLearner(UpliftLearnerBase):
         self, ds: Any, X: np.ndarray, codes: np.ndarray, folds: np.ndarray, params: dict[str, Any]
     ) -> np.ndarray:
         """Out-of-fold ``mu_a`` (n, n_arms) where the pseudo-outcomes need it: control everywhere, arm a
-        on its effect rows (NaN elsewhere). Keeps the control fold models."""
+        on its effect rows (NaN elsewhere)."""
         mu = np.full((X.shape[0], len(self.arms_)), np.nan)
-        self.control_models_ = []
         for f in range(self.n_folds):
             held = folds == f
             held_rows = np.flatnonzero(held)
@@ -268,15 +268,13 @@ class DRLearner(UpliftLearnerBase):
                 model = train(subset(ds, np.flatnonzero(~held & (codes == a))), params)
                 rows = held_rows if a == 0 else np.intersect1d(held_rows, self._effect_rows(codes, a))
                 mu[rows, a] = self._score(model, X[rows])
-                if a == 0:
-                    self.control_models_.append(model)
         return mu
 
     def _predict_uplift(self, X: np.ndarray) -> np.ndarray:
         return np.column_stack([self._score(model, X) for model in self.effect_models_])
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
-        mu0 = np.mean([self._score(model, X) for model in self.control_models_], axis=0)
+        mu0 = self._score(self.control_model_, X)
         return np.column_stack([mu0, mu0[:, None] + self._predict_uplift(X)])
 
 
