@@ -204,13 +204,14 @@ class DRLearner(UpliftLearnerBase):
     out-of-fold ``mu_a(x_i)``. For each treatment arm, the AIPW pseudo-outcome
     (:func:`aipw_pseudo_outcome`), with the known propensity of each row's own arm (else the empirical
     arm share), is regressed on the features: that regression is ``tau_a``.
-    ``predict = mu_0(x) + tau_a(x)``, with ``mu_0`` refitted on all control rows (one model to evaluate).
+    ``predict = mu_0(x) + tau_a(x)``, with ``mu_0`` the mean of ``control_models_``: one model refitted on
+    all control rows (one model to evaluate; a list so that exporters need not care how many).
 
     ``effect_rows`` picks the rows of each arm's regression: "pair" (control and arm rows, as causalml
     does; fastest) or "all" (every row: the other arms' rows add the plug-in ``mu_a - mu_0``, which steadies
     the estimate for small arms, at the cost of ``n_arms - 1`` regressions on all rows).
 
-    Fitted attributes: ``control_model_``, ``effect_models_`` (per treatment arm),
+    Fitted attributes: ``control_models_``, ``effect_models_`` (per treatment arm),
     ``arm_propensity_``.
     """
 
@@ -241,7 +242,7 @@ class DRLearner(UpliftLearnerBase):
         mu = self._cross_fit(ds, X, codes, folds, params)
         self.arm_propensity_ = arm_shares(codes, m, prop)
         e_own = prop if prop is not None else self.arm_propensity_[codes]
-        self.control_model_ = train(subset(ds, np.flatnonzero(codes == 0)), params)
+        self.control_models_ = [train(subset(ds, np.flatnonzero(codes == 0)), params)]
         eff = effect_params(params)
         self.effect_models_ = []
         for a in range(1, m):
@@ -274,7 +275,7 @@ class DRLearner(UpliftLearnerBase):
         return np.column_stack([self._score(model, X) for model in self.effect_models_])
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
-        mu0 = self._score(self.control_model_, X)
+        mu0 = np.mean([self._score(model, X) for model in self.control_models_], axis=0)
         return np.column_stack([mu0, mu0[:, None] + self._predict_uplift(X)])
 
 
