@@ -30,7 +30,7 @@ def dataset_summary(name: str, path: str | Path | None = None, n_customers: int 
     return load(name, path=path, **options).summary()
 
 
-def main_job(n_customers: int = 100_000, seed: int = 0) -> dict[str, Any]:
+def main_job(n_customers: int = 10_000, seed: int = 0) -> dict[str, Any]:
     """Load every data source, build its features and summarize each (the README's main job for now)."""
     out: dict[str, Any] = {"datasets": {}}
     for name in DATASETS:
@@ -97,3 +97,29 @@ def score_file(model_uri: str, data: str | Path, out: str | Path | None = None):
         scored.to_csv(out, index=False)
         log.info("wrote %d scored rows to %s", len(scored), out)
     return scored
+
+
+def loop(
+    rounds: int = 6,
+    customers: int = 10_000,
+    seed: int = 0,
+    learner: str = "s",
+    workdir: str | Path = "outputs/loop",
+    tracking_uri: str | None = None,
+) -> dict[str, Any]:
+    """Run the closed loop on the simulated world (see `offerlift.loop`); one dict per round in ``rounds``.
+
+    >>> result = loop(rounds=3, customers=5000)          # doctest: +SKIP
+    >>> [r["share_of_oracle"] for r in result["rounds"]]  # doctest: +SKIP
+    """
+    from offerlift.loop import LoopConfig, run_loop
+    from training.train import TrainConfig
+
+    cfg = LoopConfig(
+        rounds=rounds,
+        customers=customers,
+        seed=seed,
+        workdir=Path(workdir),
+        train=TrainConfig(learner=learner, n_folds=0, seed=seed),
+    )
+    return run_loop(cfg, tracking_uri=tracking_uri)

@@ -82,27 +82,62 @@ def data_balance(
     typer.echo(table.head(top).round(4).to_string())
 
 
-@app.command("run")
-def run(
-    customers: Annotated[int, typer.Option(help="Customers in the simulated world.")] = 100_000,
-    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+@app.command("loop")
+def loop_cmd(
+    rounds: Annotated[int, typer.Option(help="Rounds of decide -> observe -> retrain -> promote.")] = 6,
+    customers: Annotated[
+        int, typer.Option(help="Customers of the simulated world (each decided once a round).")
+    ] = 10_000,
+    seed: Annotated[int, typer.Option(help="Seed of the world and the loop.")] = 0,
+    learner: Annotated[str, typer.Option(help="Meta-learner of the challengers: s, t, x or dr.")] = "s",
+    workdir: Annotated[Path, typer.Option(help="Where the decision log, store and reports go.")] = Path("outputs/loop"),
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """The main job on the embedded defaults: load the three data sources, build features, summarize."""
-    from offerlift.api import main_job
+    """The closed loop on the simulated world, through the service's decision code path."""
+    from offerlift.api import loop
 
-    result = main_job(n_customers=customers, seed=seed)
+    result = loop(rounds=rounds, customers=customers, seed=seed, learner=learner, workdir=workdir)
     if as_json:
         _print_json(result)
         return
+    _print_loop(result)
+
+
+def _print_loop(result: dict[str, Any]) -> None:
+    typer.echo("round  policy  oracle  share  A/B lift [95% CI]             true lift  promoted")
+    for r in result["rounds"]:
+        lo, hi = r["ab_lift_ci"]
+        typer.echo(
+            f"{r['round']:>5}  {r['policy_value']:+.3f}  {r['oracle_value']:+.3f}  {r['share_of_oracle']:>5.0%}  "
+            f"{r['ab_lift']:+.3f} [{lo:+.3f}, {hi:+.3f}]  {r['true_lift']:+.3f}     {r['promoted']}"
+        )
+    typer.echo(f"finished in {result['seconds']:.0f}s; last A/B report: {result['report']}")
+
+
+@app.command("run")
+def run(
+    rounds: Annotated[int, typer.Option(help="Rounds of the loop (round 0 is the random policy).")] = 6,
+    customers: Annotated[int, typer.Option(help="Customers of the simulated world.")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """The main job on the embedded defaults: summarize the data sources, then run the closed loop."""
+    from offerlift.api import loop, main_job
+
+    result = main_job(n_customers=customers, seed=seed)
     for name, s in result["datasets"].items():
         if "error" in s:
             typer.echo(f"{name}: not available ({s['error']})")
             continue
         typer.echo(
             f"{name}: {s['rows']:,} units, {len(s['arms'])} arms, {len(s['features'])} features, "
-            f"control share {s['control_share']:.3f}, loaded in {s['seconds']:.1f}s"
+            f"control share {s['control_share']:.3f}, max |SMD| {s['max_abs_smd']:.3f}, loaded in {s['seconds']:.1f}s"
         )
+    result["loop"] = loop(rounds=rounds, customers=customers, seed=seed)
+    if as_json:
+        _print_json(result)
+        return
+    _print_loop(result["loop"])
 
 
 @app.command("train")

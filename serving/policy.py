@@ -47,10 +47,10 @@ class PolicyConfig:
     fallback_arm: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("holdout", "explore"):
-            v = getattr(self, name)
-            if not 0.0 <= v < 1.0:
-                raise ConfigError(f"policy {name} share must be in [0, 1), got {v!r}")
+        if not 0.0 <= self.holdout < 1.0:
+            raise ConfigError(f"policy holdout share must be in [0, 1), got {self.holdout!r}")
+        if not 0.0 <= self.explore <= 1.0:
+            raise ConfigError(f"policy explore share must be in [0, 1], got {self.explore!r}")
         if self.fallback_arm < 0:
             raise ConfigError(f"fallback_arm must be an arm index, got {self.fallback_arm!r}")
 

@@ -42,7 +42,7 @@ class PolicySection(_Section):
     """Shares of holdout and exploration, the holdout's salt, the fallback arm and the explanation's length."""
 
     holdout: float = Field(0.10, ge=0.0, lt=1.0)
-    explore: float = Field(0.10, ge=0.0, lt=1.0)
+    explore: float = Field(0.10, ge=0.0, le=1.0)
     experiment: str = "default"
     fallback_arm: str | None = None
     explain_top: int = Field(3, ge=0, le=50)

@@ -229,3 +229,17 @@ A3, R3, P3 = ["none", "a", "b"], [1.0, 2.0, 3.0], [0.5, 0.25, 0.25]
 def test_bad_inputs_raise_errors_naming_them(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_policy_difference_is_paired_and_signs_the_better_policy():
+    from training.policy_value import policy_difference
+
+    rng = np.random.default_rng(7)
+    n = 20_000
+    arms = rng.integers(0, 3, n)
+    reward = np.where(arms == 2, 1.0, 0.0) + rng.normal(0, 1, n)
+    good, bad = np.full(n, 2), np.full(n, 0)
+    out = policy_difference(good, bad, arms, reward, np.full(n, 1 / 3), estimator="ips", arm_ids=[0, 1, 2], n_boot=200)
+    assert out["ci_low"] > 0.5 and out["diff"] == pytest.approx(out["value_a"] - out["value_b"])
+    same = policy_difference(good, good, arms, reward, np.full(n, 1 / 3), estimator="ips", arm_ids=[0, 1, 2], n_boot=50)
+    assert same["diff"] == 0 and same["ci_low"] == 0 and same["ci_high"] == 0
