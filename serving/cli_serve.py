@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -83,4 +85,42 @@ def serve(
         settings.port,
         settings.workers,
     )
-    return subprocess.call(command(settings), cwd=REPO_ROOT, env=environment(settings))
+    proc = subprocess.Popen(command(settings), cwd=REPO_ROOT, env=environment(settings))
+    return wait_or_stop(proc)
+
+
+def wait_or_stop(proc: subprocess.Popen, grace_s: float = 30.0) -> int:
+    """Wait for the server; on Ctrl-C or SIGTERM stop it gracefully, then kill whatever is left.
+
+    BentoML's arbiter starts its workers in sessions of their own, so a signal to our process group does not
+    reach them and killing only the arbiter would leave them running: they are collected by pid here.
+    """
+    import psutil
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main else None
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        log.info("stopping the service ...")
+        family = _family(proc, psutil)
+        proc.send_signal(signal.SIGTERM)
+        _, alive = psutil.wait_procs(family, timeout=grace_s)
+        for p in alive:
+            p.kill()
+        return proc.wait()
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _family(proc: subprocess.Popen, psutil: Any) -> list[Any]:
+    try:
+        parent = psutil.Process(proc.pid)
+        return [parent, *parent.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []

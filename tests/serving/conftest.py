@@ -128,9 +128,9 @@ class Registry:
         return version
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def registry(tmp_path_factory) -> Registry:
-    """A module's own registry with one champion (version 1) fitted by `tiny_spec`."""
+    """A registry for the session with a champion fitted by `tiny_spec` (version 1; the swap test adds 2)."""
     if os.environ.get("MLFLOW_TRACKING_URI"):
         pytest.skip("MLFLOW_TRACKING_URI is set; these tests use their own temporary store")
     reg = Registry(tmp_path_factory.mktemp("registry"))
@@ -152,12 +152,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def service_config(tmp: Path, registry: Registry, **overrides: Any) -> Path:
+def service_config(tmp: Path, reg: Registry, /, **overrides: Any) -> Path:
     """Write a service config YAML for a test (temporary log and store, fast champion polling)."""
     data: dict[str, Any] = {
         "decision_log_url": f"sqlite:///{tmp / 'decisions.db'}",
         "online_store_path": str(tmp / "store.db"),
-        "registry": {"tracking_uri": registry.tracking_uri, "reload_interval_s": 1.0},
+        "registry": {"tracking_uri": reg.tracking_uri, "reload_interval_s": 1.0},
         "campaign": {"name": "test", "budget": 500.0, "duration_hours": 24.0},
         "rules": {"cap_per_customer": 3, "cap_per_channel": {}},
     }

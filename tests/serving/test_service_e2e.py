@@ -3,7 +3,9 @@ naming the field, a new champion is picked up without a restart, and a SIGKILL l
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -11,10 +13,13 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
+from features.registry import alias_version
 from serving.decision_log import DecisionLog
 from tests.serving.conftest import (
+    API_KEY,
     REPO,
     Registry,
     ServiceProcess,
@@ -27,6 +32,7 @@ from tests.serving.conftest import (
 pytestmark = pytest.mark.slow
 
 BUDGET = 2000.0
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
 SECRET = "secret-cust-"  # prefix of customer ids that must never show up in the service's log
 
 
@@ -50,7 +56,7 @@ def decision_log(workdir) -> DecisionLog:
     return DecisionLog(f"sqlite:///{workdir / 'decisions.db'}")
 
 
-def test_decisions_and_outcomes_round_trip_through_the_log(service, decision_log):
+def test_decisions_and_outcomes_round_trip_through_the_log(service, decision_log, registry):
     with service.client() as c:
         answers = [c.post("/decide", json={"customer_id": f"cust{i:05d}"}) for i in range(15)]
         new = [{"customer_id": f"{SECRET}new{i}", "context": {"city": "wuhan"}} for i in range(5)]
@@ -70,7 +76,8 @@ def test_decisions_and_outcomes_round_trip_through_the_log(service, decision_log
         assert (row["arm"], row["offer_id"], row["channel"], row["grp"]) == (
             b["arm"], b["offer_id"], b["channel"], b["group"]
         )  # fmt: skip
-        assert row["propensity"] == b["propensity"] and row["model_version"] == b["model_version"] == "1"
+        assert row["propensity"] == b["propensity"]
+        assert row["model_version"] == b["model_version"] == alias_version(registry.settings)
         assert {"coupon_value", "expected_incremental_profit", "explanation"} <= set(b)
     assert [b["cold_start"] for b in body] == [False] * 15 + [True] * 5
     outcomes = {o["event_id"]: o for o in decision_log.read("outcomes")}
@@ -134,6 +141,7 @@ def test_new_champion_is_picked_up_without_restart_or_failed_requests(service, r
                     versions.append(r.json()["model_version"])
                 i += 1
 
+    old = alias_version(registry.settings)
     threads = [threading.Thread(target=hammer) for _ in range(3)]
     for t in threads:
         t.start()
@@ -147,7 +155,35 @@ def test_new_champion_is_picked_up_without_restart_or_failed_requests(service, r
         for t in threads:
             t.join()
     assert set(codes) == {200}, f"failed requests during the swap: {sorted(set(codes))}"
-    assert versions[0] == "1" and versions[-30:] == [new] * 30  # every worker serves the new champion
+    assert versions[0] == old != new and versions[-30:] == [new] * 30  # every worker serves the new champion
+
+
+def test_serve_entry_point_starts_on_loopback_and_stops_everything_on_sigterm(workdir, registry, tmp_path):
+    """`serving.cli_serve.serve` (what `offerlift serve` runs): settings via the environment, a clean stop."""
+    port = free_port()
+    config = service_config(tmp_path, registry, registry={"reload_interval_s": 0}, workers=1)
+    code = f"from serving.cli_serve import serve; raise SystemExit(serve(port={port}, config={str(config)!r}))"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update({"OFFERLIFT_API_KEY": API_KEY, "BENTOML_DO_NOT_TRACK": "true"})
+    with open(tmp_path / "serve.log", "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                    break
+            time.sleep(0.3)
+        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        assert len(family) >= 3  # our process, the arbiter, one worker
+        r = httpx.post(f"http://127.0.0.1:{port}/decide", json={"customer_id": "c1"}, headers=AUTH, timeout=30)
+        assert r.status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    _, alive = psutil.wait_procs(family, timeout=10)
+    assert not alive, f"left running: {alive}"
 
 
 def test_bentoml_build_works_from_the_bentofile(tmp_path):
