@@ -360,16 +360,12 @@ def open_study(
     folds), else its values would not be comparable."""
     import optuna
 
-    sampler = sampler or optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
     pruner = pruner or optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0)
     study = optuna.create_study(
-        storage=storage,
-        study_name=study_name,
-        direction="maximize",
-        sampler=sampler,
-        pruner=pruner,
-        load_if_exists=True,
+        storage=storage, study_name=study_name, direction="maximize", pruner=pruner, load_if_exists=True
     )
+    # A resumed study gets a sampler seeded past its trials: the same seed would replay its first random draws.
+    study.sampler = sampler or optuna.samplers.TPESampler(seed=seed + len(study.trials), n_startup_trials=5)
     stored = study.user_attrs
     if stored:
         diff = [k for k, v in attrs.items() if k in stored and stored[k] != v]

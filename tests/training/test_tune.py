@@ -75,6 +75,8 @@ def test_study_resumes_and_trial_counts_add_up(exp, tmp_path):
     assert [t["number"] for t in second.trials] == [0, 1, 2, 3]
     assert second.trials[:2] == first.trials
     assert second.best_value >= first.best_value
+    params = [tuple(sorted(t["params"].items())) for t in second.trials]
+    assert len(set(params)) == 4  # the resumed sampler does not replay the first call's draws
     stored = optuna.load_study(study_name="resume", storage=first.storage)
     assert len(stored.trials) == 4 and stored.user_attrs["objective"] == "policy_value"
 
