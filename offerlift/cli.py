@@ -162,13 +162,7 @@ def train_cmd(
     """Train on a randomized experiment, evaluate on held-out folds, register the model in MLflow."""
     from offerlift import api
 
-    if dataset is not None:
-        exp = api.load(dataset)
-    elif data is not None and treatment and control is not None and outcome:
-        cols = [c.strip() for c in features.split(",")] if features else None
-        exp = api.load_experiment_file(data, treatment, control, outcome, value=value, cost=cost, features=cols)
-    else:
-        raise typer.BadParameter("give --dataset NAME, or --data FILE with --treatment, --control and --outcome")
+    exp = _experiment(dataset, data, treatment, control, outcome, value, cost, features)
     result = api.train(exp, learner=learner, n_folds=folds, seed=seed)
     payload = {
         "model_uri": result.model_uri,
@@ -212,6 +206,102 @@ def score_cmd(
     typer.echo(f"wrote {len(scored):,} rows to {out}")
 
 
+def _experiment(
+    dataset: str | None,
+    data: Path | None,
+    treatment: str | None,
+    control: str | None,
+    outcome: str | None,
+    value: str | None,
+    cost: float,
+    features: str | None,
+):
+    from offerlift import api
+
+    if dataset is not None:
+        return api.load(dataset)
+    if data is not None and treatment and control is not None and outcome:
+        cols = [c.strip() for c in features.split(",")] if features else None
+        return api.load_experiment_file(data, treatment, control, outcome, value=value, cost=cost, features=cols)
+    raise typer.BadParameter("give --dataset NAME, or --data FILE with --treatment, --control and --outcome")
+
+
+@app.command("tune")
+def tune_cmd(
+    dataset: Annotated[str | None, typer.Option(help="Built-in data set: hillstrom, starbucks, simulated.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Experiment file (CSV or Parquet), one row per unit.")] = None,
+    treatment: Annotated[str | None, typer.Option(help="Column with the arm of each unit.")] = None,
+    control: Annotated[str | None, typer.Option(help="Label of the control arm.")] = None,
+    outcome: Annotated[str | None, typer.Option(help="Outcome column.")] = None,
+    value: Annotated[str | None, typer.Option(help="Column with the money value of the outcome.")] = None,
+    cost: Annotated[float, typer.Option(help="Cost of treating one unit.")] = 0.0,
+    features: Annotated[str | None, typer.Option(help="Comma-separated feature columns.")] = None,
+    trials: Annotated[int, typer.Option(help="Trials to run (added to a resumed study's).")] = 20,
+    objective: Annotated[str, typer.Option(help="policy_value (held-out IPS) or qini.")] = "policy_value",
+    folds: Annotated[int, typer.Option(help="Held-out folds per trial.")] = 3,
+    study: Annotated[str | None, typer.Option(help="Study name; the same name resumes the study.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Tune learner and LightGBM parameters with Optuna on a held-out uplift objective; register the best."""
+    from features.registry import resolve_tracking_uri
+    from training.tune import tune, tune_cli_payload
+
+    exp = _experiment(dataset, data, treatment, control, outcome, value, cost, features)
+    result = tune(
+        exp,
+        n_trials=trials,
+        objective=objective,
+        n_folds=folds,
+        seed=seed,
+        study_name=study,
+        registry=resolve_tracking_uri(),
+    )
+    payload = tune_cli_payload(result)
+    if as_json:
+        _print_json(payload)
+        return
+    for k, v in payload.items():
+        typer.echo(f"{k}: {v}")
+
+
+@app.command("serve")
+def serve_cmd(
+    port: Annotated[int | None, typer.Option(help="Port on 127.0.0.1 (default from the config: 3000).")] = None,
+    insecure: Annotated[bool, typer.Option(help="Run without an API key (never in production).")] = False,
+    config: Annotated[Path | None, typer.Option(help="Service config YAML (default: serving/config.yaml).")] = None,
+) -> None:
+    """Start the decision service (BentoML) with the champion model; the API key comes from $OFFERLIFT_API_KEY."""
+    from serving.cli_serve import serve
+
+    raise typer.Exit(serve(port=port, insecure=insecure, config=config))
+
+
+@app.command("batch")
+def batch_cmd(
+    model: Annotated[str, typer.Option(help="Model URI, e.g. models:/offerlift@champion.")],
+    customers: Annotated[Path, typer.Option(help="Customer file (Parquet) with the model's feature columns.")],
+    out: Annotated[Path, typer.Option(help="Output Parquet: one decision per customer.")],
+    budget: Annotated[float | None, typer.Option(help="Total expected cost allowed (Lagrangian allocation).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the exploration draws.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Decide for every customer of a file with the service's policy, streaming in chunks."""
+    from features.registry import resolve_tracking_uri
+    from serving.batch import run_batch
+
+    if model.startswith(("models:/", "runs:/")):
+        import mlflow
+
+        mlflow.set_tracking_uri(resolve_tracking_uri().tracking_uri)
+    summary = run_batch(model, customers, out, budget=budget, seed=seed)
+    if as_json:
+        _print_json(summary)
+        return
+    for k, v in summary.items():
+        typer.echo(f"{k}: {v}")
+
+
 def main() -> None:
     """Console entry point: turns project errors into a one-line message and exit code 2."""
     try:
@@ -219,3 +309,7 @@ def main() -> None:
     except OfferliftError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise SystemExit(2) from exc
+
+
+if __name__ == "__main__":
+    main()

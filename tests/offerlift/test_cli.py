@@ -1,0 +1,115 @@
+"""The offerlift command keeps its documented interface: flags, JSON fields, output files, clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from offerlift.cli import app
+
+runner = CliRunner()
+
+
+def small_experiment(path, n=3000, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    arm = rng.choice(["ctl", "A", "B"], n)
+    p = 0.1 + 0.1 * (arm == "A") * (x > 0) + 0.1 * (arm == "B") * (x < 0)
+    df = pd.DataFrame({"group": arm, "x": x, "city": rng.choice(["a", "b"], n), "y": (rng.random(n) < p).astype(int)})
+    df.to_csv(path, index=False)
+    return df
+
+
+def test_data_summary_json_has_the_documented_fields():
+    result = runner.invoke(app, ["data", "summary", "--dataset", "simulated", "--customers", "2000", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["rows"] == 2000 and out["control_arm"] == "none" and len(out["arms"]) == 21
+    assert set(out["per_arm"]["none"]) >= {"units", "outcome_mean"}
+
+
+def test_train_then_score_a_csv(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    data = tmp_path / "exp.csv"
+    df = small_experiment(data)
+    args = [
+        "train",
+        "--data",
+        str(data),
+        "--treatment",
+        "group",
+        "--control",
+        "ctl",
+        "--outcome",
+        "y",
+        "--cost",
+        "0.01",
+        "--learner",
+        "t",
+        "--folds",
+        "2",
+        "--json",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["model_uri"].startswith("models:/") and "ips_vs_control" in out["metrics"]
+    scored = tmp_path / "scored.csv"
+    result = runner.invoke(app, ["score", "--model", out["model_uri"], "--data", str(data), "--out", str(scored)])
+    assert result.exit_code == 0, result.output
+    s = pd.read_csv(scored)
+    assert list(s.columns) == ["uplift_A", "uplift_B", "recommended_arm"] and len(s) == len(df)
+    # the model found who responds to which arm: A for x > 0, B for x < 0 (on most rows)
+    rec = s["recommended_arm"].to_numpy()
+    assert np.mean(rec[df["x"] > 0.5] == "A") > 0.6 and np.mean(rec[df["x"] < -0.5] == "B") > 0.6
+
+
+def test_bad_file_gets_a_clear_error_and_exit_code_2(tmp_path):
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"group": ["ctl", "A"], "y": [1, "x"]}).to_csv(bad, index=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "offerlift.cli",
+            "train",
+            "--data",
+            str(bad),
+            "--treatment",
+            "group",
+            "--control",
+            "ctl",
+            "--outcome",
+            "y",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"},
+    )
+    assert proc.returncode == 2
+    assert "'y'" in proc.stderr and "rows" in proc.stderr
+
+
+def test_serve_without_key_refuses_to_start(monkeypatch):
+    monkeypatch.delenv("OFFERLIFT_API_KEY", raising=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "offerlift.cli", "serve", "--port", "0"],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "OFFERLIFT_API_KEY"},
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "OFFERLIFT_API_KEY" in proc.stderr
+
+
+@pytest.mark.parametrize("cmd", ["data", "train", "score", "loop", "run", "tune", "serve", "batch"])
+def test_every_command_has_help(cmd):
+    result = runner.invoke(app, [cmd, "--help"])
+    assert result.exit_code == 0 and "Usage" in result.output
