@@ -10,7 +10,8 @@ What it measures, in one run on one machine:
   schedule whatever the answers do, and each latency counts from its scheduled time (no coordinated omission):
   p50/p99 at 200 requests/s, then rising rates until p99 passes 50 ms or requests fail or fall behind;
 - the same with SQLite ``synchronous=FULL`` instead of NORMAL, and ablations at the fixed rate: without
-  gc.freeze, without TCP_NODELAY, with the handler in a thread instead of inline on the event loop.
+  gc.freeze, without TCP_NODELAY, with the handler in a thread instead of inline on the event loop, with
+  BentoML's OpenTelemetry middleware on the API routes.
 
 The model is a realistic S-learner: spend 300 trees x 63 leaves and redeem 100 trees x 31 leaves on 33 features,
 scored on 21 stacked rows per request. Everything lives in a temporary folder that is removed at the end.
@@ -516,6 +517,7 @@ def main(argv: list[str] | None = None) -> None:
                 ("without gc.freeze", {"tuning": {"gc_freeze": False}}, False),
                 ("without TCP_NODELAY", {"tuning": {"tcp_nodelay": False}}, False),
                 ("handler in a thread", {"tuning": {"inline_handler": False}}, False),
+                ("OpenTelemetry on the API routes", {"tuning": {"trace_api": True}}, False),
             ]
         runs: dict[str, Any] = {}
         for i, (name, extra, ramp) in enumerate(variants):

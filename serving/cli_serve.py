@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 SERVICE = "serving.service:OfferLift"
 SERVICE_NAME = "OfferLift"
+NOTHING = "^$"  # an excluded-URL pattern that matches no URL
 
 
 def prepare(
@@ -55,7 +56,9 @@ def environment(settings: ServeSettings, base: Mapping[str, str] | None = None) 
     """The worker environment: validated settings as JSON, worker and thread counts, one OpenMP thread."""
     env = dict(os.environ if base is None else base)
     env.update(settings.to_env())
-    services = {SERVICE_NAME: {"workers": settings.workers, "threads": settings.threads}}
+    services: dict[str, Any] = {SERVICE_NAME: {"workers": settings.workers, "threads": settings.threads}}
+    if settings.tuning.trace_api:  # trace every route (the service excludes the API routes by default)
+        services[SERVICE_NAME]["tracing"] = {"excluded_urls": NOTHING}
     env["BENTOML_CONFIG_OVERRIDES"] = json.dumps({"services": services})
     env.setdefault("OMP_NUM_THREADS", "1")
     env.setdefault("BENTOML_DO_NOT_TRACK", "true")

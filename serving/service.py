@@ -9,6 +9,8 @@ What keeps BentoML's own overhead low (see benchmarks/results/serve.md):
 - ``gc.freeze()`` after start-up, so the collector stops re-scanning the start-up heap (long pauses otherwise);
 - TCP_NODELAY on the listening socket that BentoML hands to each worker (accepted sockets inherit it);
 - metrics and access logs off; the API key and the content type are checked by a small ASGI middleware;
+- BentoML's OpenTelemetry middleware skips the API and health routes (``tracing.excluded_urls``): with no
+  exporter configured it still cost about 0.25 ms of CPU per request, a third of BentoML's own cost;
 - ``/decide`` runs inline on the worker's event loop (about 1 ms of CPU, no thread hop and no GIL ping-pong
   between the loop and a handler thread); ``tuning.inline_handler: false`` runs it in a thread instead.
   ``/outcomes`` (batches of up to 10,000 events) always runs in BentoML's handler thread.
@@ -41,6 +43,7 @@ from serving.settings import ServeSettings, settings_from_env
 log = logging.getLogger(__name__)
 
 PROTECTED = ("/decide", "/outcomes")
+UNTRACED = ("/decide", "/outcomes", "/livez", "/readyz", "/healthz")  # see `tuning.trace_api`
 Scalar = float | int | str | bool | None
 
 
@@ -208,6 +211,7 @@ def _set_listen_nodelay(argv: list[str]) -> bool:
     traffic={"timeout": 30},
     metrics={"enabled": False},
     logging={"access": {"enabled": False}},
+    tracing={"excluded_urls": list(UNTRACED)},
     envs=[{"name": "OMP_NUM_THREADS", "value": "1"}],
 )
 class OfferLift:

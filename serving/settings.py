@@ -90,6 +90,7 @@ class TuningSection(_Section):
     gc_freeze: bool = True
     tcp_nodelay: bool = True
     inline_handler: bool = True
+    trace_api: bool = False
 
 
 class ServeSettings(_Section):
