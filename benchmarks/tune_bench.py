@@ -8,7 +8,8 @@ Protocol (so that the tuned configuration is judged on data the tuning never saw
    ``OUTER_SEED``): the tuning half A and the evaluation half B. A customer's units are all in one half.
 2. `training.tune.tune` runs on A only: 3 inner folds (grouped by customer), objective = IPS incremental profit
    per unit of the greedy policy vs no offer on the inner held-out folds, MedianPruner on the fold values,
-   seeded TPE; the first trial is the default configuration (T-learner, the learners' LightGBM defaults).
+   seeded TPE; the first trial is the default configuration (T-learner, the learners' LightGBM defaults),
+   then one trial of each other learner (parameters drawn at random).
 3. The default configuration and the best trial's configuration are each fitted on all of A and decide for the
    units of B. Their policies are valued on B by IPS with the known propensities, against no offer and the best
    single arm (chosen on B, which flatters that baseline), with paired 95% bootstrap CIs, and the tuned-minus-
@@ -38,7 +39,7 @@ N_BOOT = 1000
 #: LightGBM on one thread: the machine is shared, and two OpenMP threads fighting for busy cores are slower.
 BASE_PARAMS = {"num_threads": 1}
 #: Tuning budget per data set: trials and seconds (whichever ends first; a running trial finishes).
-BUDGET = {"hillstrom": (20, 210.0), "starbucks": (15, 270.0)}
+BUDGET = {"hillstrom": (20, 210.0), "starbucks": (15, 300.0)}
 #: Narrower than training.tune.SPACE on the number of trees, to bound a trial's time.
 SPACE = {"num_iterations": (50, 300, True, True)}
 
@@ -163,6 +164,13 @@ def _rounded(params: dict[str, Any]) -> dict[str, Any]:
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in params.items()}
 
 
+def _trial_md(trial: dict[str, Any]) -> str:
+    name = trial["params"].get("learner", "?") + ("+mono" if trial["params"].get("monotone") else "")
+    if trial["state"] == "COMPLETE":
+        return f"{name} {trial['value']:+.3f}"
+    return f"{name} p" if trial["state"] == "PRUNED" else f"{name} {trial['state'].lower()}"
+
+
 def task_md(r: dict[str, Any]) -> list[str]:
     """The markdown section of one data set."""
     res = r["tune"]
@@ -181,6 +189,7 @@ def task_md(r: dict[str, Any]) -> list[str]:
         f"- inner held-out IPS vs no offer (tuning half, 3 folds): default {default_inner:+.3f}, "
         f"best trial {res.best_value:+.3f} (optimistic: the max over trials)",
         "- best inner value per learner: " + ", ".join(f"{k} {v:+.3f}" for k, v in sorted(per_learner.items())),
+        "- trials in order (learner and inner value; p = pruned): " + ", ".join(_trial_md(t) for t in res.trials),
         f"- best configuration: `{_rounded(res.best_params)}`",
         "",
         "Evaluation half (never seen by the tuning), IPS, 95% paired bootstrap CIs, per unit:",

@@ -426,7 +426,8 @@ def tune(
         space: search-space bounds over :data:`SPACE` (name -> (low, high, log, integer)).
         base_params: fixed LightGBM parameters of every trial (e.g. ``num_threads``).
         pruner, sampler: Optuna objects; defaults MedianPruner and a seeded TPESampler.
-        enqueue_default: a new study's first trial is the learners' defaults (the baseline to beat).
+        enqueue_default: a new study's first trial is the learners' defaults (the baseline to beat), then one trial
+            of each other learner (its parameters drawn by the sampler), so that every learner is tried.
         n_boot: bootstrap resamples of the final training run's policy-value CIs.
     """
     import optuna
@@ -440,7 +441,11 @@ def tune(
     study = open_study(storage, study_name, attrs, seed, pruner, sampler)
     before = len(study.trials)
     if enqueue_default and before == 0:
-        study.enqueue_trial(_default_trial(learners, space))
+        first = _default_trial(learners, space)
+        study.enqueue_trial(first)
+        for name in learners:
+            if name != first["learner"]:
+                study.enqueue_trial({"learner": name})
     run_objective = make_objective(exp, objective, learners, n_folds, seed, estimator, space, base_params)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     parent_run_id = None

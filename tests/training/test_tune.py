@@ -63,7 +63,14 @@ def test_best_value_is_the_max_over_completed_trials(exp, tmp_path):
     assert result.best_value == best["value"]
     assert result.best_params == best["params"]
     assert result.best_config == config_from_params(best["params"], 2, 0, 20)
-    assert result.trials[0]["params"]["learner"] == "t"  # a new study starts from the defaults
+    first = result.trials[0]["params"]  # the learners' defaults, clipped into the space
+    assert (first["learning_rate"], first["lambda_l2"], first["num_iterations"], first["num_leaves"]) == (
+        0.05,
+        1,
+        15,
+        12,
+    )
+    assert [t["params"]["learner"] for t in result.trials[:2]] == ["t", "s"]  # the defaults, then each learner
     assert len({t["value"] for t in done}) > 1  # the trials do differ
 
 
