@@ -17,6 +17,8 @@ seconds (CPU time of this process and wall time) and the peak resident memory ab
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import gc
 import importlib
 import json
 import sys
@@ -45,7 +47,11 @@ def _status_kb(field: str) -> float:
 
 
 def _reset_peak() -> bool:
-    """Reset the peak RSS (VmHWM) of this process; False where the kernel does not allow it."""
+    """Give freed memory back to the OS (so that the next fold's allocations show in RSS) and reset the peak RSS
+    (VmHWM) of this process; False where the kernel does not allow the reset."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     try:
         Path("/proc/self/clear_refs").write_text("5")
         return True
@@ -69,16 +75,15 @@ def _ours(name: str, components: bool = False, **extra: Any) -> FitFn:
 
         arms = task["arms"]
         labels = np.asarray(arms, dtype=object)[d["arm"]]
-        X = pd.DataFrame(d["X"], columns=task["features"])
         kw = {"control": arms[0], "arms": arms, "params": lgb_kwargs(task), "random_state": task["seed"], **extra}
         if extra.get("arm_values") == "task":
             kw["arm_values"] = dict(zip(arms, task["arm_values"], strict=True))
         targets = d["comp_y"].T if components else [d["y"]]
-        models = [make_learner(name, **kw).fit(X, labels, y, d["prop"]) for y in targets]
+        make = (lambda **k: pair_fixed_dr()(**k)) if name == "dr_pairfix" else (lambda **k: make_learner(name, **k))
+        models = [make(**kw).fit(d["X"], labels, y, d["prop"]) for y in targets]
 
-        def predict(Xte: np.ndarray, pair_te: np.ndarray) -> np.ndarray:
-            frame = pd.DataFrame(Xte, columns=task["features"])
-            ups = [m.predict_uplift(frame) for m in models]
+        def predict(Xte: pd.DataFrame, pair_te: np.ndarray) -> np.ndarray:
+            ups = [m.predict_uplift(Xte) for m in models]
             if not components:
                 return ups[0]
             total = sum(up * np.asarray(c)[None, :] for up, c in zip(ups, task["comp_coef"], strict=True))
@@ -87,6 +92,32 @@ def _ours(name: str, components: bool = False, **extra: Any) -> FitFn:
         return predict
 
     return fit
+
+
+def pair_fixed_dr() -> type:
+    """offerlift's DRLearner with the fix proposed for training/learners.py: on the pair rows ({control, a}) the
+    AIPW pseudo-outcome must use the propensity within the pair, ``e_own / (e_a + e_0)``, not the row's
+    propensity among all arms (which inflates the correction terms by ``1 / (e_a + e_0)``, 3x on Starbucks)."""
+    from training.learners import DRLearner, aipw_pseudo_outcome, stratified_folds
+    from training.learners_base import arm_shares, effect_params, make_dataset, subset, train
+
+    class PairFixedDR(DRLearner):
+        def _fit(self, X: np.ndarray, codes: np.ndarray, y: np.ndarray, prop: np.ndarray | None) -> None:
+            m, params = len(self.arms_), self.lgb_params_
+            ds = make_dataset(X, y, params, self.encoder_.categorical)
+            mu = self._cross_fit(ds, X, codes, stratified_folds(codes, self.n_folds, self.random_state), params)
+            self.arm_propensity_ = e = arm_shares(codes, m, prop)
+            e_own = prop if prop is not None else e[codes]
+            self.effect_models_ = []
+            for a in range(1, m):
+                rows = self._effect_rows(codes, a)
+                own = e_own[rows]
+                if self.effect_rows == "pair":
+                    own = own / (own + np.where(codes[rows] == a, e[0], e[a]))
+                phi = aipw_pseudo_outcome(y[rows], codes[rows], mu[rows], own, a)
+                self.effect_models_.append(train(subset(ds, rows, phi), effect_params(params)))
+
+    return PairFixedDR
 
 
 # ------------------------------------------------------------------------------------------- causalml
@@ -170,6 +201,7 @@ METHODS: dict[str, FitFn] = {
     "ours_x": _ours("x"),
     "ours_dr": _ours("dr"),
     "ours_dr_all": _ours("dr", effect_rows="all"),
+    "ours_dr_pairfix": _ours("dr_pairfix"),
     "ours_s_value": _ours("s", arm_values="task"),
     "ours_s_pipe": _ours("s", components=True),
     "ours_t_pipe": _ours("t", components=True),
@@ -190,8 +222,13 @@ IMPORTS = {
 }
 
 
-def _fold_data(data: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, Any]:
-    return {k: v[rows] for k, v in data.items() if isinstance(v, np.ndarray) and v.ndim >= 1}
+def take(values: Any, rows: np.ndarray) -> Any:
+    """Rows of an array or a DataFrame."""
+    return values.iloc[rows] if isinstance(values, pd.DataFrame) else values[rows]
+
+
+def _fold_data(data: dict[str, Any], rows: np.ndarray) -> dict[str, Any]:
+    return {k: take(v, rows) for k, v in data.items() if getattr(v, "ndim", 0) >= 1}
 
 
 def warm_up(fit: FitFn, data: dict[str, np.ndarray], task: dict[str, Any]) -> None:
@@ -200,7 +237,7 @@ def warm_up(fit: FitFn, data: dict[str, np.ndarray], task: dict[str, Any]) -> No
     rows = np.arange(0, len(data["y"]), 8)
     small = {**task, "lgb": {**task["lgb"], "n_estimators": 5}}
     with contextlib.suppress(Exception):
-        fit(_fold_data(data, rows), small)(data["X"][rows], data["pair_prop"][rows])
+        fit(_fold_data(data, rows), small)(take(data["X"], rows), data["pair_prop"][rows])
 
 
 def run(task_dir: Path, method: str, out: Path) -> None:
@@ -213,6 +250,8 @@ def run(task_dir: Path, method: str, out: Path) -> None:
     fit = METHODS[method]
     for module in IMPORTS[method.split("_")[0]]:  # imported before the first fold, so that no fold pays for them
         importlib.import_module(module)
+    if method.startswith("ours"):  # offerlift takes the user's DataFrame: built here, outside the measurements
+        data["X"] = pd.DataFrame(data["X"], columns=task["features"])
     warm_up(fit, data, task)
     folds = data["folds"]
     n_arms = len(task["arms"])
@@ -221,11 +260,12 @@ def run(task_dir: Path, method: str, out: Path) -> None:
     for f in np.unique(folds):
         train, held = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
         d = _fold_data(data, train)
-        base_kb, exact = _status_kb("VmRSS"), _reset_peak()
+        exact = _reset_peak()
+        base_kb = _status_kb("VmRSS")
         c0, w0 = time.process_time(), time.perf_counter()
         predict = fit(d, task)
         c1, w1 = time.process_time(), time.perf_counter()
-        uplift[held] = predict(data["X"][held], data["pair_prop"][held])
+        uplift[held] = predict(take(data["X"], held), data["pair_prop"][held])
         c2, w2 = time.process_time(), time.perf_counter()
         peak_kb = _status_kb("VmHWM")
         stats["fit_cpu"].append(c1 - c0)
