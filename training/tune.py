@@ -324,7 +324,9 @@ def default_storage(registry: RegistrySettings | None = None) -> str:
     return f"sqlite:///{folder.resolve() / 'optuna.db'}"
 
 
-def _check_args(objective: str, learners: Sequence[str], estimator: str, n_trials: int | None, n_folds: int) -> None:
+def _check_args(
+    objective: str, learners: Sequence[str], estimator: str, n_trials: int | None, timeout: float | None, n_folds: int
+) -> None:
     if objective not in OBJECTIVES:
         raise ConfigError(f"objective must be one of {list(OBJECTIVES)}, got {objective!r}")
     if isinstance(learners, str) or not learners:
@@ -336,6 +338,8 @@ def _check_args(objective: str, learners: Sequence[str], estimator: str, n_trial
         raise ConfigError(f"estimator must be one of {list(ESTIMATORS)}, got {estimator!r}")
     if n_trials is not None and n_trials < 1:
         raise ConfigError(f"n_trials must be >= 1, got {n_trials!r}")
+    if n_trials is None and timeout is None:
+        raise ConfigError("give n_trials or timeout (or both): with neither, tuning would never stop")
     if n_folds < 2:
         raise ConfigError(f"n_folds must be >= 2, got {n_folds!r}")
 
@@ -430,24 +434,22 @@ def tune(
             of each other learner (its parameters drawn by the sampler), so that every learner is tried.
         n_boot: bootstrap resamples of the final training run's policy-value CIs.
     """
-    import optuna
 
-    _check_args(objective, learners, estimator, n_trials, n_folds)
+    _check_args(objective, learners, estimator, n_trials, timeout, n_folds)
     t0 = time.perf_counter()
     space = {**SPACE, **(space or {})}
     storage = storage or default_storage(registry)
     study_name = study_name or f"offerlift-{exp.name}-{objective}"
     attrs = _study_attrs(exp, objective, estimator, n_folds, seed)
     study = open_study(storage, study_name, attrs, seed, pruner, sampler)
-    before = len(study.trials)
-    if enqueue_default and before == 0:
+    before = _n_finished(study)
+    if enqueue_default and not study.trials:
         first = _default_trial(learners, space)
         study.enqueue_trial(first)
         for name in learners:
             if name != first["learner"]:
                 study.enqueue_trial({"learner": name})
     run_objective = make_objective(exp, objective, learners, n_folds, seed, estimator, space, base_params)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     parent_run_id = None
     callbacks = []
     if registry is not None:
@@ -467,6 +469,11 @@ def tune(
         result.train = train_model(exp, result.best_config, registry)
         _tag_training_run(registry, result)
     return result
+
+
+def _n_finished(study: Any) -> int:
+    """Trials that ran to an end (complete, pruned or failed); enqueued ones still waiting are not counted."""
+    return sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
 
 
 def _result(
@@ -507,7 +514,7 @@ def _result(
         n_complete=count[TrialState.COMPLETE],
         n_pruned=count[TrialState.PRUNED],
         n_failed=count[TrialState.FAIL],
-        n_new=len(trials) - before,
+        n_new=_n_finished(study) - before,
         seconds=time.perf_counter() - t0,
         trials=rows,
     )

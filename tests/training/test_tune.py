@@ -128,6 +128,7 @@ def test_all_trials_pruned_is_an_error(exp, tmp_path):
 @pytest.mark.parametrize(("objective", "metric"), [("policy_value", "ips_vs_control"), ("qini", "qini_auc_mean")])
 def test_objective_equals_the_held_out_metric_of_evaluate_config(exp, tmp_path, objective, metric):
     result = _tune(exp, tmp_path, n_trials=1, objective=objective, study_name=objective)
+    assert (result.n_new, len(result.trials)) == (1, 1)  # the enqueued S trial still waits for the next call
     _, _, _, metrics = evaluate_config(exp, result.best_config)
     assert result.best_value == pytest.approx(metrics[metric], abs=1e-12)
 
@@ -171,6 +172,7 @@ def test_a_leak_of_training_rows_would_change_the_value(exp):
         ({"learners": "t"}, "'t'"),
         ({"estimator": "ipw"}, "'ipw'"),
         ({"n_trials": 0}, "n_trials"),
+        ({"n_trials": None}, "never stop"),
     ],
 )
 def test_bad_arguments_raise_config_error_naming_the_value(exp, tmp_path, kwargs, named):
