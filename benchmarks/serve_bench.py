@@ -307,6 +307,16 @@ class Service:
             time.sleep(0.3)
         raise RuntimeError("service not ready in time")
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by the arbiter and its workers."""
+        import psutil
+
+        total = 0.0
+        for p in [psutil.Process(self.proc.pid), *psutil.Process(self.proc.pid).children(recursive=True)]:
+            t = p.cpu_times()
+            total += t.user + t.system
+        return total
+
     def stop(self) -> None:
         """SIGTERM the arbiter (it stops its workers, which run in sessions of their own); SIGKILL leftovers."""
         import psutil
@@ -336,8 +346,11 @@ def measure_service(name: str, data: dict[str, Any], bodies: list[bytes], tmp: P
     try:
         svc.wait_ready()
         asyncio.run(run_phase(svc.port, bodies, 100, 3))  # warm-up, discarded
+        server0, client0 = svc.cpu_seconds(), time.process_time()
         fixed = asyncio.run(run_phase(svc.port, bodies, args.rate, args.fixed_seconds))
-        print(f"[{name}] {args.rate:.0f}/s: {fmt(fixed.row())}", flush=True)
+        n = max(1, sum(fixed.statuses.values()))
+        cpu = {"server": (svc.cpu_seconds() - server0) / n * 1e3, "client": (time.process_time() - client0) / n * 1e3}
+        print(f"[{name}] {args.rate:.0f}/s: {fmt(fixed.row())}; CPU ms/request {cpu}", flush=True)
         ramp = []
         if args.ramp:
             for rate in args.rates:
@@ -349,7 +362,7 @@ def measure_service(name: str, data: dict[str, Any], bodies: list[bytes], tmp: P
                 ramp.append(phase)
                 if not phase.sustained():
                     break
-        return {"fixed": fixed.row(), "ramp": [p.row() for p in ramp], "best": best_rate(ramp, fixed)}
+        return {"fixed": fixed.row(), "ramp": [p.row() for p in ramp], "best": best_rate(ramp, fixed), "cpu": cpu}
     finally:
         svc.stop()
 
@@ -421,8 +434,8 @@ def report(info: dict[str, str], floor: dict[str, dict[str, float]], runs: dict[
         f"## The service at a fixed {args.rate:.0f} requests/s, and the highest rate sustained",
         "",
         "| variant | p50 ms | p99 ms | max ms | failed | p50 / model call | p99 / model call | p50 / in-process "
-        "decide | highest sustained rate |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "decide | CPU ms per request: service + load generator | highest sustained rate |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in runs.items():
         f = r["fixed"]
@@ -430,9 +443,10 @@ def report(info: dict[str, str], floor: dict[str, dict[str, float]], runs: dict[
         lines.append(
             f"| {name} | {f['p50']:.2f} | {f['p99']:.2f} | {f['max']:.1f} | {f['failed']:.0f} | "
             f"{f['p50'] / model['p50']:.1f}x | {f['p99'] / model['p99']:.1f}x | {f['p50'] / dec['p50']:.1f}x | "
-            f"{_best_text(r)} |"
+            f"{r['cpu']['server']:.2f} + {r['cpu']['client']:.2f} | {_best_text(r)} |"
         )
-    lines += ["", *_targets(runs, args), "", "Rising rates (offered -> answered, p50 / p99 / max ms):", ""]
+    lines += ["", *_targets(runs, args), *_capacity(runs, floor)]
+    lines += ["", "Rising rates (offered -> answered, p50 / p99 / max ms):", ""]
     for name, r in runs.items():
         for p in r["ramp"]:
             lines.append(
@@ -451,6 +465,22 @@ def _best_text(run: dict[str, Any]) -> str:
     if not (last["failed"] == 0 and last["p99"] < P99_LIMIT_MS and last["achieved"] >= 0.97 * last["offered"]):
         text += f"; at {last['offered']:.0f}/s: p99 {last['p99']:.0f} ms, {last['achieved']:.0f}/s answered"
     return text
+
+
+def _capacity(runs: dict[str, Any], floor: dict[str, dict[str, float]]) -> list[str]:
+    name = next(iter(runs), None)
+    if name is None:
+        return []
+    cpu = runs[name]["cpu"]
+    per = cpu["server"] + cpu["client"]
+    return [
+        "",
+        f"CPU cost ({name}): {cpu['server']:.2f} ms of service CPU per decision (all processes; the in-process "
+        f"Decider.decide mean is {floor['Decider.decide (in-process)']['mean']:.2f} ms of wall time) and "
+        f"{cpu['client']:.2f} ms in the load generator. On two otherwise idle cores that is a ceiling of about "
+        f"{2000 / per:.0f} decisions/s with the generator on the same machine ({2000 / cpu['server']:.0f}/s "
+        "without it); CPU time, unlike latency, barely depends on the neighbours' load.",
+    ]
 
 
 def _targets(runs: dict[str, Any], args: Any) -> list[str]:
