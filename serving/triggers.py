@@ -194,7 +194,7 @@ Scores = Callable[[list[str], float], tuple[np.ndarray, np.ndarray]]
 
 
 class PolicyDecider:
-    """``decide(customer_id, context)`` with the pure policy, the rules and (optionally) the abuse mask.
+    """``decide(customer_id, context)`` (and `decide_many`) with the pure policy, the rules and an optional mask.
 
     Args:
         catalog: the arms.
@@ -202,7 +202,7 @@ class PolicyDecider:
         scores: (customer ids, time) -> (incremental profit, expected cost), each (n, K).
         rules: eligibility, consent and caps (caps count ``context["contacts"]``: sent messages per channel).
         policy: holdout and exploration shares (default: none, a pure greedy choice).
-        extra_mask: optional (customer id) -> (K,) bool, e.g. a row of `features.abuse.abuse_mask`.
+        extra_mask: optional (customer ids) -> (n, K) bool, e.g. rows of `features.abuse.abuse_mask`.
         seed: seed of the exploration draws.
     """
 
@@ -213,35 +213,66 @@ class PolicyDecider:
         scores: Scores,
         rules: Rules = Rules(),
         policy: PolicyConfig = PolicyConfig(holdout=0.0, explore=0.0),
-        extra_mask: Callable[[str], np.ndarray] | None = None,
+        extra_mask: Callable[[list[str]], np.ndarray] | None = None,
         seed: int = 0,
     ):
         self.catalog, self.customers, self.scores, self.rules, self.policy = catalog, customers, scores, rules, policy
         self.extra_mask = extra_mask
         self._rng = np.random.default_rng(seed)
         self._n = 0
+        self._worst = np.array([0.0 if a.is_control else a.redeem_cost + a.contact_cost for a in catalog.arms])
+        self._subset: dict[tuple, np.ndarray] = {}
 
     def __call__(self, customer_id: str, context: Mapping[str, Any]) -> TriggerDecision:
-        if customer_id not in self.customers.index:
-            return TriggerDecision(self.catalog.control_arm, None, None)
-        attrs = {k: [v] for k, v in self.customers.loc[customer_id].items()}
-        mask = allowed_arms(self.catalog, attrs, 1, self.rules, context.get("contacts") or {})
-        arms, channels = context.get("arms") or (), context.get("channels") or ()
-        for j, arm in enumerate(self.catalog.arms[1:], start=1):
-            if (arms and arm.id not in arms) or (channels and (arm.channel is None or arm.channel.id not in channels)):
-                mask[0, j] = False
-        if self.extra_mask is not None:
-            mask[0] &= self.extra_mask(customer_id)
-        incr, cost = self.scores([customer_id], float(context.get("time", 0.0)))
-        hu = holdout_unit([customer_id], self.policy.experiment)
-        d = decide(incr, cost, mask, hu, self._rng.random((1, 2)), self.policy)
-        arm = self.catalog.arms[int(d.arm[0])]
-        self._n += 1
-        return TriggerDecision(
-            arm.id,
-            None if arm.channel is None else arm.channel.id,
-            None if arm.offer is None else arm.offer.id,
-            f"pd-{self._n:08d}",
+        row = self.decide_many([customer_id], context).iloc[0]
+        return TriggerDecision(row["arm"], row["channel"], row["offer_id"], row["decision_id"])
+
+    def _arm_subset(self, arms: Sequence[str], channels: Sequence[str]) -> np.ndarray:
+        key = (tuple(arms), tuple(channels))
+        if key not in self._subset:
+            ok = [
+                a.is_control
+                or (
+                    (not arms or a.id in arms)
+                    and (not channels or (a.channel is not None and a.channel.id in channels))
+                )
+                for a in self.catalog.arms
+            ]
+            self._subset[key] = np.array(ok, dtype=bool)
+        return self._subset[key]
+
+    def decide_many(self, customer_ids: Sequence[str], context: Mapping[str, Any]) -> pd.DataFrame:
+        """One decision per customer: customer_id, arm, channel, offer_id, decision_id, cost (worst case), incr.
+
+        Unknown customers get no offer. ``context`` keys: time, arms, channels (or channel), contacts.
+        """
+        ids = [str(c) for c in customer_ids]
+        n = len(ids)
+        known = self.customers.index.get_indexer(ids) >= 0
+        attrs = self.customers.reindex(ids)
+        contacts = {ch: np.full(n, c) for ch, c in (context.get("contacts") or {}).items()}
+        mask = allowed_arms(self.catalog, attrs, n, self.rules, contacts)
+        channels = context.get("channels") or ([context["channel"]] if context.get("channel") else [])
+        mask &= self._arm_subset(context.get("arms") or (), channels)[None, :]
+        mask[~known, 1:] = False
+        if self.extra_mask is not None and n:
+            mask &= self.extra_mask(ids)
+        incr, cost = self.scores(ids, float(context.get("time", 0.0))) if n else (np.zeros((0, mask.shape[1])),) * 2
+        hu = holdout_unit(ids, self.policy.experiment)
+        d = decide(incr, cost, mask, hu, self._rng.random((n, 2)), self.policy)
+        arms = [self.catalog.arms[j] for j in d.arm]
+        first = self._n + 1
+        self._n += n
+        return pd.DataFrame(
+            {
+                "customer_id": ids,
+                "arm": [a.id for a in arms],
+                "channel": [None if a.channel is None else a.channel.id for a in arms],
+                "offer_id": [None if a.offer is None else a.offer.id for a in arms],
+                "decision_id": [f"pd-{k:08d}" for k in range(first, first + n)],
+                "cost": self._worst[d.arm],
+                "incr": d.incr,
+            }
         )
 
 

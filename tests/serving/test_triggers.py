@@ -241,8 +241,11 @@ def test_policy_decider_takes_the_best_allowed_arm_under_consent_arms_and_caps()
     assert decider("b", {"channels": ["sms"]}).arm == "c5@sms"
     assert decider("a", {"contacts": {"sms": 1}}).arm == "none"  # the sms cap is used up
     assert decider("stranger", {}).arm == "none"
-    masked = PolicyDecider(CATALOG, policy_customers(), scores, extra_mask=lambda cid: np.arange(21) == 0)
+    masked = PolicyDecider(CATALOG, policy_customers(), scores, extra_mask=lambda ids: np.arange(21)[None, :] == 0)
     assert masked("b", {}) == TriggerDecision("none", None, None, "pd-00000001")
+    many = decider.decide_many(["a", "b", "stranger"], {"channel": "sms"})
+    assert many["arm"].tolist() == ["c5@sms", "c5@sms", "none"]
+    assert many["cost"].tolist() == pytest.approx([5.05, 5.05, 0.0])
     with pytest.raises(ConfigError, match="c99"):
         constant_scores(CATALOG, {"c99@sms": 1.0})
 
