@@ -4,9 +4,11 @@ Each round serves every customer of the world once, through exactly the code pat
 (`serving.decider.Decider.decide`: online store, rules, the pure policy, the decision log), at the round's
 simulated time. The world plays the decisions forward; its outcomes come back through `Decider.record_outcomes`;
 the attribution join and the A/B report read them from the decision log; the world's exact truth gives the true
-value of every policy. A challenger trained on every logged decision so far (point-in-time features, logged
-propensities) is valued off-policy against the champion on the newest round's decisions of customers it did not
-train on, and promoted only when it is better beyond noise. Round 0 starts from a random policy.
+value of every policy. The customers are split once, by a stable hash, into a training part and a judging part
+(``judge_share``). A challenger trained on every logged decision so far of the training customers (point-in-time
+features, logged propensities) is valued off-policy against the champion on every logged decision of the judging
+customers, which no model ever trains on, and promoted only when it is better beyond noise (the paired 95% CI of the
+difference above ``min_gain``). Round 0 starts from a random policy.
 
 Values are incremental profit per customer over "no offer to anyone":
 - ``policy_value``: the exact value of the policy that served the round (the champion's choices as served, with its
@@ -351,8 +353,7 @@ def _retrain_and_promote(
     cfg: LoopConfig, state: LoopState, decider: Decider, joined: pd.DataFrame, decisions: pd.DataFrame, r: int
 ) -> dict[str, Any]:
     exp = _training_experiment(state, joined)
-    newest = exp.assignments["unit_id"].isin(decisions["decision_id"]).to_numpy()
-    judged = newest & _judge_split(exp.assignments["customer_id"], cfg.judge_share, cfg.seed + r)
+    judged = _judge_split(exp.assignments["customer_id"], cfg.judge_share, cfg.seed)
     train_exp = _subset(exp, ~judged)
     result = train_model(train_exp, cfg.train, state.registry)
     challenger = load_model(result.model_uri)
