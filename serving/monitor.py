@@ -199,12 +199,14 @@ def metric_table(
     """Long table metric, dimension, value, hour (bin index), time (bin start), num, den, rate for [start, end).
 
     Every (value, hour) appears, with zeros where nothing happened. Events before `start` still count for the
-    ``active`` and ``received`` denominators. The channel dimension is for the redemption metric only.
+    ``active`` and ``received`` denominators. The channel dimension is for the redemption metric only. By default
+    the table spans the bins from the first event's to the last event's (no empty bin after the data).
     """
     check_events(events)
     times = events["time"].to_numpy(dtype=float)
-    start = float(np.floor(times.min(initial=0.0) / bin_hours) * bin_hours) if start is None else float(start)
-    end = float(times.max(initial=0.0) + bin_hours) if end is None else float(end)
+    lo, hi = (float(times.min()), float(times.max())) if times.size else (0.0, 0.0)
+    start = math.floor(lo / bin_hours) * bin_hours if start is None else float(start)
+    end = (math.floor(hi / bin_hours) + 1) * bin_hours if end is None else float(end)
     h0 = math.floor(start / bin_hours)
     p = _Prepared(events, customers, h0, max(math.ceil(end / bin_hours) - h0, 0), bin_hours)
     frames = []
