@@ -67,8 +67,8 @@ def main() -> None:
         " (treated vs holdout, 95% CI); `true lift` is the world's exact value for the treated customers.",
         "",
         "| round | model | policy | greedy | oracle | share of oracle | A/B lift [95% CI] | true lift | CI covers |"
-        " promoted | gate diff [95% CI] |",
-        "|---:|---:|---:|---:|---:|---:|---|---:|---|---|---|",
+        " promoted | gate diff [95% CI] | challenger greedy (exact) |",
+        "|---:|---:|---:|---:|---:|---:|---|---:|---|---|---|---:|",
     ]
     for r in rows:
         ev = r["promotion_evidence"]
@@ -77,7 +77,7 @@ def main() -> None:
             f" {r['oracle_value']:+.4f} | {r['share_of_oracle']:.1%} | {r['ab_lift']:+.3f}"
             f" [{r['ab_lift_ci'][0]:+.3f}, {r['ab_lift_ci'][1]:+.3f}] | {r['true_lift']:+.4f} |"
             f" {'yes' if r['ab_ci_covers_true_lift'] else 'NO'} | {r['promoted']} |"
-            f" {ev['diff']:+.3f} [{ev['ci'][0]:+.3f}, {ev['ci'][1]:+.3f}] |"
+            f" {ev['diff']:+.3f} [{ev['ci'][0]:+.3f}, {ev['ci'][1]:+.3f}] | {r['challenger_greedy_value']:+.4f} |"
         )
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "loop.md").write_text("\n".join(lines) + "\n")

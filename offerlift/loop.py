@@ -16,7 +16,9 @@ Values are incremental profit per customer over "no offer to anyone":
 - ``greedy_value``: the exact value of the same model's greedy choices for every customer;
 - ``oracle_value``: the exact value of the best possible policy at that time; ``share_of_oracle`` = policy / oracle;
 - ``ab_lift`` / ``ab_lift_ci``: the A/B report's estimate (treated vs holdout, per treated customer);
-- ``true_lift``: the world's exact mean incremental profit of the treated customers' arms.
+- ``true_lift``: the world's exact mean incremental profit of the treated customers' arms;
+- ``challenger_greedy_value``: the exact value the round's challenger would have had on the round's customers
+  (whether or not the gate promoted it): it separates what the learner learned from what the gate can prove.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from features.errors import ConfigError
 from features.experiment import Experiment
 from features.model_io import load_model, log_scorer_model
 from features.registry import CHALLENGER, CHAMPION, RegistrySettings, activate, alias_version, resolve_tracking_uri
-from features.scoring import FORMAT, FeatureSpec
+from features.scoring import FORMAT, ArmScorer, FeatureSpec
 from features.simworld import SimWorld
 from features.store import OnlineStore, refresh_store
 from serving.decider import Decider
@@ -290,6 +292,11 @@ def run_loop(cfg: LoopConfig, tracking_uri: str | None = None) -> dict[str, Any]
         }
         entry["ab_ci_covers_true_lift"] = bool(entry["ab_lift_ci"][0] <= truth["true_lift"] <= entry["ab_lift_ci"][1])
         entry.update(_retrain_and_promote(cfg, state, decider, joined, decisions, r))
+        challenger = load_model(f"models:/{registry.model_name}/{entry['challenger_version']}")
+        rows = world.rows_of(decisions["customer_id"])
+        entry["challenger_greedy_value"] = float(
+            world.truth(rows, t).values(_greedy(challenger, store, decisions)).mean()
+        )
         if entry["promoted"]:
             decider.settings = _settings(cfg, registry, explore=cfg.explore, workdir=workdir)
             decider.refresh()
@@ -321,13 +328,16 @@ def run_loop(cfg: LoopConfig, tracking_uri: str | None = None) -> dict[str, Any]
 
 def _greedy_of(decider: Decider, store: OnlineStore, world: SimWorld, decisions: pd.DataFrame) -> np.ndarray:
     """The serving model's greedy arm for every customer of the round (allowed arms only)."""
+    return _greedy(decider.champion.scorer, store, decisions)
+
+
+def _greedy(scorer: ArmScorer, store: OnlineStore, decisions: pd.DataFrame) -> np.ndarray:
     from features.eligibility import reachable_arms
     from training.evaluate import greedy_arms
 
-    champ = decider.champion
-    frame = store.to_frame(champ.scorer.features.columns).loc[decisions["customer_id"]]
-    incr, _ = champ.scores(champ.scorer.features.encode(frame))
-    allowed = reachable_arms(champ.scorer.catalog, frame, len(frame))
+    frame = store.to_frame(scorer.features.columns).loc[decisions["customer_id"]]
+    incr = scorer.incremental_profit(scorer.features.encode(frame))
+    allowed = reachable_arms(scorer.catalog, frame, len(frame))
     return greedy_arms(incr, allowed)
 
 
