@@ -222,10 +222,18 @@ class PolicyDecider:
         self._n = 0
         self._worst = np.array([0.0 if a.is_control else a.redeem_cost + a.contact_cost for a in catalog.arms])
         self._subset: dict[tuple, np.ndarray] = {}
+        self._columns: dict[str, np.ndarray] | None = None
+        self._pos: dict[str, int] = {}
 
     def __call__(self, customer_id: str, context: Mapping[str, Any]) -> TriggerDecision:
-        row = self.decide_many([customer_id], context).iloc[0]
-        return TriggerDecision(row["arm"], row["channel"], row["offer_id"], row["decision_id"])
+        arm_idx, _ = self._decide([str(customer_id)], context)
+        arm = self.catalog.arms[int(arm_idx[0])]
+        return TriggerDecision(
+            arm.id,
+            None if arm.channel is None else arm.channel.id,
+            None if arm.offer is None else arm.offer.id,
+            f"pd-{self._n:08d}",
+        )
 
     def _arm_subset(self, arms: Sequence[str], channels: Sequence[str]) -> np.ndarray:
         key = (tuple(arms), tuple(channels))
@@ -241,15 +249,19 @@ class PolicyDecider:
             self._subset[key] = np.array(ok, dtype=bool)
         return self._subset[key]
 
-    def decide_many(self, customer_ids: Sequence[str], context: Mapping[str, Any]) -> pd.DataFrame:
-        """One decision per customer: customer_id, arm, channel, offer_id, decision_id, cost (worst case), incr.
+    def _attributes(self, ids: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Attribute columns of `ids` (None for unknown customers) and which ids are known, without pandas."""
+        if self._columns is None:
+            self._columns = {str(c): self.customers[c].to_numpy(dtype=object) for c in self.customers.columns}
+            self._pos = {str(c): i for i, c in enumerate(self.customers.index)}
+        pos = np.array([self._pos.get(c, -1) for c in ids], dtype=np.int64)
+        known = pos >= 0
+        cols = {k: np.where(known, v[np.maximum(pos, 0)], None) for k, v in self._columns.items()}
+        return cols, known
 
-        Unknown customers get no offer. ``context`` keys: time, arms, channels (or channel), contacts.
-        """
-        ids = [str(c) for c in customer_ids]
+    def _decide(self, ids: list[str], context: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         n = len(ids)
-        known = self.customers.index.get_indexer(ids) >= 0
-        attrs = self.customers.reindex(ids)
+        attrs, known = self._attributes(ids)
         contacts = {ch: np.full(n, c) for ch, c in (context.get("contacts") or {}).items()}
         mask = allowed_arms(self.catalog, attrs, n, self.rules, contacts)
         channels = context.get("channels") or ([context["channel"]] if context.get("channel") else [])
@@ -260,18 +272,27 @@ class PolicyDecider:
         incr, cost = self.scores(ids, float(context.get("time", 0.0))) if n else (np.zeros((0, mask.shape[1])),) * 2
         hu = holdout_unit(ids, self.policy.experiment)
         d = decide(incr, cost, mask, hu, self._rng.random((n, 2)), self.policy)
-        arms = [self.catalog.arms[j] for j in d.arm]
-        first = self._n + 1
         self._n += n
+        return d.arm, d.incr
+
+    def decide_many(self, customer_ids: Sequence[str], context: Mapping[str, Any]) -> pd.DataFrame:
+        """One decision per customer: customer_id, arm, channel, offer_id, decision_id, cost (worst case), incr.
+
+        Unknown customers get no offer. ``context`` keys: time, arms, channels (or channel), contacts.
+        """
+        ids = [str(c) for c in customer_ids]
+        first = self._n + 1
+        arm_idx, incr = self._decide(ids, context)
+        arms = [self.catalog.arms[j] for j in arm_idx]
         return pd.DataFrame(
             {
                 "customer_id": ids,
                 "arm": [a.id for a in arms],
                 "channel": [None if a.channel is None else a.channel.id for a in arms],
                 "offer_id": [None if a.offer is None else a.offer.id for a in arms],
-                "decision_id": [f"pd-{k:08d}" for k in range(first, first + n)],
-                "cost": self._worst[d.arm],
-                "incr": d.incr,
+                "decision_id": [f"pd-{k:08d}" for k in range(first, first + len(ids))],
+                "cost": self._worst[arm_idx],
+                "incr": incr,
             }
         )
 
