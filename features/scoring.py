@@ -9,6 +9,11 @@ Spec of one outcome model (``kind``):
 - ``"t"``: one booster per arm on ``X``.
 - ``"mu_tau"``: ``n_mu`` control-outcome boosters (their mean is ``mu``) followed by effect boosters ``tau_j``;
   arm ``a`` gets ``mu(X) + sum_j weights[a][j] * tau_j(X)`` (X- and DR-learners).
+
+The model's ``value_outcome`` (the outcome that carries money value, default ``"spend"``) is either an outcome
+model itself or, when the spec has ``value_from`` (a list of outcome names), the product of those outcomes'
+predictions: ``value_from: ["buy", "basket"]`` is a hurdle model, E[spend] = P(buy) * E[spend | buy].
+`ArmScorer.predict` then returns the composed value under the ``value_outcome`` name next to its parts.
 """
 
 from __future__ import annotations
@@ -167,13 +172,25 @@ class ArmScorer:
         self.features = FeatureSpec.from_dict(spec["feature_spec"])
         self.outcomes = {name: OutcomeScorer(o, len(self.arms)) for name, o in spec["outcomes"].items()}
         self.value_outcome: str = spec.get("value_outcome", "spend")
+        self.value_from: tuple[str, ...] = tuple(spec.get("value_from") or ())
+        unknown = [name for name in self.value_from if name not in self.outcomes]
+        if unknown:
+            raise ModelError(
+                f"value_from names outcome {unknown[0]!r}, which has no model; outcomes: {list(self.outcomes)}"
+            )
         arms = [self.catalog.arm(a) for a in self.arms]
         self.redeem_cost = np.array([a.redeem_cost for a in arms])
         self.contact_cost = np.array([a.contact_cost for a in arms])
 
     def predict(self, X: np.ndarray) -> dict[str, np.ndarray]:
-        """Per outcome, (n, n_arms) predictions on an encoded matrix."""
-        return {name: m.predict(X) for name, m in self.outcomes.items()}
+        """Per outcome, (n, n_arms) predictions on an encoded matrix (plus the composed value, see ``value_from``)."""
+        preds = {name: m.predict(X) for name, m in self.outcomes.items()}
+        if self.value_from:
+            value = preds[self.value_from[0]].copy()
+            for name in self.value_from[1:]:
+                value *= preds[name]
+            preds[self.value_outcome] = value
+        return preds
 
     def profit(self, preds: Mapping[str, np.ndarray]) -> np.ndarray:
         """(n, n_arms) expected profit: margin * E[value] - redeem cost * P(redeem) - contact cost."""

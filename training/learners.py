@@ -14,11 +14,12 @@ native API on one binned dataset per ``fit`` (row subsets share its bins).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from features.catalog import CONTROL_ARM
+from features.catalog import CONTROL_ARM, Catalog
 from features.errors import ConfigError, DataError
 from training.learners_base import (
     UpliftLearnerBase,
@@ -34,7 +35,15 @@ log = logging.getLogger(__name__)
 #: Upper bound on the cells of the stacked matrix the S-learner scores in one LightGBM call.
 MAX_STACK_CELLS = 2**25
 
-__all__ = ["DRLearner", "SLearner", "TLearner", "XLearner", "aipw_pseudo_outcome", "make_learner"]
+__all__ = [
+    "DRLearner",
+    "SLearner",
+    "TLearner",
+    "XLearner",
+    "aipw_pseudo_outcome",
+    "make_learner",
+    "structured_arm_features",
+]
 
 
 class SLearner(UpliftLearnerBase):
@@ -44,6 +53,13 @@ class SLearner(UpliftLearnerBase):
     value) is given, as a numeric value feature. With ``monotone=True`` the arm enters through its value
     only, under a +1 monotone constraint, so predictions never decrease with the coupon value (arms with
     equal value then get equal predictions).
+
+    With ``arm_features`` (arm -> feature vector, e.g. coupon value, minimum spend, channel indicators; see
+    :func:`structured_arm_features`) the arm enters through those features only, so that arms share
+    strength (``arm_values`` and ``monotone`` must then be left unset); ``arm_monotone`` gives a LightGBM
+    monotone constraint (-1, 0 or +1) per arm feature. ``uplift_features`` (names of feature columns), when
+    given, restricts the trees that split on arm features to those columns (LightGBM interaction
+    constraints: one group of every column, one of ``uplift_features`` plus the arm features).
 
     Fitted attributes: ``model_`` (lgb.Booster) and ``arm_table_`` (n_arms, n_arm_features), the arm
     features of each arm.
@@ -59,24 +75,47 @@ class SLearner(UpliftLearnerBase):
         min_arm_rows: int = 20,
         arm_values: dict[str, float] | None = None,
         monotone: bool = False,
+        arm_features: Mapping[str, Sequence[float]] | None = None,
+        arm_monotone: Sequence[int] | None = None,
+        uplift_features: Sequence[str] | None = None,
     ):
         super().__init__(control, arms, outcome, params, random_state, min_arm_rows)
         self.arm_values = arm_values
         self.monotone = monotone
+        self.arm_features = arm_features
+        self.arm_monotone = arm_monotone
+        self.uplift_features = uplift_features
 
     def _fit(self, X: np.ndarray, codes: np.ndarray, y: np.ndarray, prop: np.ndarray | None) -> None:
         self.arm_table_ = self._arm_table()
-        p = X.shape[1]
-        Z = np.empty((X.shape[0], p + self.arm_table_.shape[1]), dtype=np.float64)
+        p, k = X.shape[1], self.arm_table_.shape[1]
+        Z = np.empty((X.shape[0], p + k), dtype=np.float64)
         Z[:, :p] = X
         Z[:, p:] = self.arm_table_[codes]
         params = dict(self.lgb_params_)
         if self.monotone:
             params["monotone_constraints"] = [0] * p + [1]
+        elif self.arm_monotone is not None:
+            params["monotone_constraints"] = [0] * p + [int(c) for c in self.arm_monotone]
+        if self.uplift_features is not None:
+            params["interaction_constraints"] = self._interaction_groups(p, k)
         self.model_ = train(make_dataset(Z, y, params, self.encoder_.categorical), params)
+
+    def _interaction_groups(self, p: int, k: int) -> list[list[int]]:
+        """Every feature column in one group; ``uplift_features`` and the arm features in the other."""
+        names = [str(c) for c in self.encoder_.columns]
+        unknown = [c for c in self.uplift_features if str(c) not in names]
+        if unknown:
+            raise ConfigError(f"uplift_features names unknown feature column {unknown[0]!r}")
+        cols = sorted({names.index(str(c)) for c in self.uplift_features})
+        return [list(range(p)), cols + list(range(p, p + k))]
 
     def _arm_table(self) -> np.ndarray:
         """The arm features of each arm: one row per arm in ``arms_`` order."""
+        if self.arm_features is not None:
+            return self._feature_table()
+        if self.arm_monotone is not None:
+            raise ConfigError("arm_monotone needs arm_features (arm -> feature vector)")
         m = len(self.arms_)
         if self.monotone and self.arm_values is None:
             raise ConfigError("monotone=True needs arm_values (arm -> coupon value)")
@@ -92,6 +131,26 @@ class SLearner(UpliftLearnerBase):
             return values
         onehot = np.eye(m)[:, 1:]
         return onehot if values is None else np.hstack([onehot, values])
+
+    def _feature_table(self) -> np.ndarray:
+        """The table given by ``arm_features``, checked: every arm, one length, finite, constraints fit."""
+        if self.arm_values is not None or self.monotone:
+            raise ConfigError("arm_features replaces arm_values and monotone: leave those unset")
+        missing = [a for a in self.arms_ if a not in self.arm_features]
+        if missing:
+            raise ConfigError(f"arm_features has no features for arm {missing[0]!r}")
+        rows = [np.asarray(self.arm_features[a], dtype=np.float64).ravel() for a in self.arms_]
+        k = rows[0].size
+        bad = [a for a, r in zip(self.arms_, rows, strict=True) if r.size != k or not np.isfinite(r).all()]
+        if bad or k == 0:
+            raise ConfigError(
+                f"arm_features of arm {(bad or self.arms_)[0]!r} must be {k or 'at least 1'} finite numbers"
+            )
+        if self.arm_monotone is not None:
+            cons = list(self.arm_monotone)
+            if len(cons) != k or any(c not in (-1, 0, 1) for c in cons):
+                raise ConfigError(f"arm_monotone must be {k} values in (-1, 0, 1), got {cons}")
+        return np.vstack(rows)
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
         n, p = X.shape
@@ -277,6 +336,23 @@ class DRLearner(UpliftLearnerBase):
     def _predict(self, X: np.ndarray) -> np.ndarray:
         mu0 = np.mean([self._score(model, X) for model in self.control_models_], axis=0)
         return np.column_stack([mu0, mu0[:, None] + self._predict_uplift(X)])
+
+
+def structured_arm_features(catalog: Catalog) -> tuple[dict[str, list[float]], list[str]]:
+    """Arm features that let arms share strength: (arm id -> vector, feature names).
+
+    Per arm: coupon value, minimum spend, one 0/1 indicator per channel of the catalog, and contact cost;
+    the control arm (and any arm without offer or channel) gets zeros where it has nothing. The coupon value
+    is the first feature, so ``[1, 0, ...]`` constrains predictions to grow with it.
+    """
+    channels = [c.id for c in catalog.channels]
+    names = ["arm_coupon_value", "arm_min_spend", *(f"arm_channel_{c}" for c in channels), "arm_contact_cost"]
+    table = {}
+    for arm in catalog.arms:
+        min_spend = 0.0 if arm.offer is None else float(arm.offer.min_spend)
+        onehot = [float(arm.channel is not None and arm.channel.id == c) for c in channels]
+        table[arm.id] = [arm.coupon_value, min_spend, *onehot, arm.contact_cost]
+    return table, names
 
 
 def aipw_pseudo_outcome(y: np.ndarray, codes: np.ndarray, mu: np.ndarray, e_own: np.ndarray, arm: int) -> np.ndarray:

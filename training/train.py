@@ -20,14 +20,30 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.catalog import Catalog
 from features.errors import ConfigError
 from features.experiment import Experiment
 from features.registry import CHALLENGER, CHAMPION, RegistrySettings, activate, alias_version, set_alias
 from training.evaluate import HeldOut, cross_fit, policy_report, ranking_report, summarize
 from training.export import check_export, scorer_spec
-from training.learners import make_learner
+from training.learners import make_learner, structured_arm_features
 
 log = logging.getLogger(__name__)
+
+
+#: LightGBM parameters of `TrainConfig.for_simulated` (small, strongly regularised trees; see the benchmark).
+SIMULATED_PARAMS: dict[str, Any] = {"num_iterations": 400, "num_leaves": 7, "min_data_in_leaf": 200}
+
+#: Feature columns the arm may interact with in `TrainConfig.for_simulated`: what drives a coupon's effect in
+#: the simulated world (basket, price sensitivity via income/age/tier, fatigue, abuse).
+SIMULATED_UPLIFT_FEATURES: tuple[str, ...] = (
+    "avg_basket",
+    "hours_since_offer",
+    "accounts_per_device",
+    "age",
+    "income",
+    "tier",
+)
 
 
 @dataclass(frozen=True)
@@ -41,6 +57,15 @@ class TrainConfig:
         n_folds: folds of the held-out evaluation (grouped by customer); 0 skips it.
         seed: seed of folds, bootstrap and LightGBM.
         n_boot: bootstrap resamples of the policy-value CIs.
+        structured_arms: S-learner only: the arm enters as its catalog features (coupon value, minimum spend,
+            channel indicators, contact cost; see `training.learners.structured_arm_features`) instead of one-hot
+            indicators, so that arms share strength; with `monotone`, buy, redeem and spend grow with the value.
+        hurdle: model the value outcome as P(buy) * E[value | buy]: a "buy" model on every unit and a "basket"
+            model on the buyers only (arm-free unless `basket_by_arm`); the spec composes them (`value_from`).
+        basket_by_arm: hurdle only: the basket model also sees the arm (its structured features with
+            `structured_arms`, else one-hot), e.g. to learn trading up to a coupon's minimum spend.
+        uplift_features: S-learner only: the feature columns the arm may interact with (LightGBM interaction
+            constraints); None lets it interact with every column.
     """
 
     learner: str = "t"
@@ -49,12 +74,35 @@ class TrainConfig:
     n_folds: int = 5
     seed: int = 0
     n_boot: int = 500
+    structured_arms: bool = False
+    hurdle: bool = False
+    basket_by_arm: bool = False
+    uplift_features: tuple[str, ...] | None = None
+
+    @classmethod
+    def for_simulated(cls, **overrides: Any) -> TrainConfig:
+        """The configuration that learned the best policies on the simulated world (benchmarks/sim_learning.py):
+        an S-learner on structured arm features, monotone in the coupon value, with a hurdle for spend and
+        strongly regularised small trees. ``overrides`` replace any field (e.g. ``seed``, ``n_folds``)."""
+        fields: dict[str, Any] = {
+            "learner": "s",
+            "params": dict(SIMULATED_PARAMS),
+            "monotone": True,
+            "structured_arms": True,
+            "hurdle": True,
+            "uplift_features": SIMULATED_UPLIFT_FEATURES,
+        }
+        return cls(**{**fields, **overrides})
 
     def __post_init__(self) -> None:
         if self.learner not in ("s", "t", "x", "dr"):
             raise ConfigError(f"learner must be one of s, t, x, dr; got {self.learner!r}")
         if self.n_folds == 1 or self.n_folds < 0:
             raise ConfigError(f"n_folds must be 0 (no evaluation) or >= 2, got {self.n_folds!r}")
+        if self.learner != "s" and (self.structured_arms or self.uplift_features is not None):
+            raise ConfigError(f"structured_arms and uplift_features need learner 's', got {self.learner!r}")
+        if self.basket_by_arm and not self.hurdle:
+            raise ConfigError("basket_by_arm needs hurdle=True")
 
 
 @dataclass
@@ -71,10 +119,22 @@ class TrainResult:
     run_id: str | None = None
 
 
-def outcome_plan(exp: Experiment) -> tuple[list[str], str]:
-    """The outcomes to model and the one that carries money value (``reward`` if present, else ``spend``)."""
+def outcome_plan(exp: Experiment, hurdle: bool = False) -> tuple[list[str], str]:
+    """The outcomes to model and the one that carries money value (``reward`` if present, else ``spend``).
+
+    With ``hurdle`` the value itself is not modelled: "buy" and "basket" (the value of buyers) stand for it.
+    """
     out = exp.outcomes
     value = "reward" if "reward" in out else "spend"
+    if hurdle:
+        if "buy" not in out:
+            raise ConfigError(f"hurdle=True needs a 'buy' outcome; the outcomes are {list(out.columns)}")
+        names = ["buy", BASKET]
+        if "redeem" in out and any(a.redeem_cost > 0 for a in exp.catalog.arms) and out["redeem"].nunique() > 1:
+            names.append("redeem")
+        if exp.main_outcome not in (*names, value) and exp.main_outcome in out:
+            names.append(exp.main_outcome)
+        return names, value
     names = [value]
     costly = any(a.redeem_cost > 0 for a in exp.catalog.arms)
     if "redeem" in out and costly and out["redeem"].nunique() > 1:
@@ -95,25 +155,76 @@ def fit_spec(
     metadata: Mapping[str, Any] | None = None,
     check_rows: int = 0,
 ) -> dict[str, Any]:
-    """Fit one learner per outcome and export them as a scorer spec."""
-    names, value = outcome_plan(exp)
+    """Fit one learner per outcome and export them as a scorer spec.
+
+    With ``config.hurdle`` the value outcome is P(buy) * E[value | buy]: the "basket" learner is fitted on the
+    rows with ``buy == 1`` only, and the spec says ``value_from: ["buy", "basket"]``.
+    """
+    names, value = outcome_plan(exp, config.hurdle)
     cat = exp.catalog
+    if config.hurdle:
+        X = _fixed_categories(X)
     learners = {}
     for name in names:
-        kw: dict[str, Any] = {
-            "control": cat.control_arm,
-            "arms": cat.arm_ids,
-            "params": dict(config.params),
-            "random_state": config.seed,
-        }
-        if config.learner == "s":
-            kw.update(arm_values={a.id: a.coupon_value for a in cat.arms}, monotone=config.monotone)
-        learner = make_learner(config.learner, **kw)
-        learners[name] = learner.fit(X, arms, outcomes[name].to_numpy(dtype=float), propensity)
-    spec = scorer_spec(learners, cat, value, metadata)
+        learner = make_learner(config.learner if name != BASKET else "s", **_learner_kwargs(cat, config, name))
+        if name == BASKET:
+            rows = np.flatnonzero(outcomes["buy"].to_numpy(dtype=float) > 0)
+            y = outcomes[value].to_numpy(dtype=float)[rows]
+            prop = None if propensity is None else np.asarray(propensity)[rows]
+            learners[name] = learner.fit(X.iloc[rows], np.asarray(arms)[rows], y, prop)
+        else:
+            learners[name] = learner.fit(X, arms, outcomes[name].to_numpy(dtype=float), propensity)
+    first = "buy" if config.hurdle else value
+    spec = scorer_spec(learners, cat, first, metadata)
+    if config.hurdle:
+        spec.update(value_outcome=value, value_from=["buy", BASKET])
     if check_rows:
         check_export(spec, learners, X.iloc[:check_rows])
     return spec
+
+
+#: The outcome name of the hurdle's second part: the value (spend) of the units that bought.
+BASKET = "basket"
+
+#: Outcomes that should not fall when the coupon value rises (monotone constraint with `structured_arms`).
+_GROWS_WITH_VALUE = ("buy", "redeem", "spend", "reward", "visit")
+
+
+def _learner_kwargs(cat: Catalog, config: TrainConfig, name: str) -> dict[str, Any]:
+    """The learner parameters of outcome ``name`` under ``config``."""
+    kw: dict[str, Any] = {
+        "control": cat.control_arm,
+        "arms": cat.arm_ids,
+        "params": dict(config.params),
+        "random_state": config.seed,
+    }
+    if name == BASKET:
+        kw["outcome"] = "continuous"
+        if not config.basket_by_arm:
+            return {**kw, "arm_features": {a: [0.0] for a in cat.arm_ids}, "min_arm_rows": 0}
+        if not config.structured_arms:
+            return kw
+    elif config.learner != "s":
+        return kw
+    if not config.structured_arms:
+        return {**kw, "arm_values": {a.id: a.coupon_value for a in cat.arms}, "monotone": config.monotone}
+    table, names = structured_arm_features(cat)
+    kw.update(arm_features=table, uplift_features=config.uplift_features)
+    if config.monotone and name in _GROWS_WITH_VALUE:
+        kw["arm_monotone"] = [1] + [0] * (len(names) - 1)
+    return kw
+
+
+def _fixed_categories(X: pd.DataFrame) -> pd.DataFrame:
+    """Text columns as Categoricals of all their values, so models fitted on row subsets encode alike."""
+    text = [c for c in X.columns if pd.api.types.is_object_dtype(X[c]) or pd.api.types.is_string_dtype(X[c])]
+    if not text:
+        return X
+    X = X.copy()
+    for c in text:
+        values = X[c].astype("string")
+        X[c] = pd.Categorical(values, categories=sorted(values.dropna().unique()))
+    return X
 
 
 def evaluate_config(exp: Experiment, config: TrainConfig) -> tuple[HeldOut, pd.DataFrame, pd.DataFrame, dict]:

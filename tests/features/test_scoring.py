@@ -102,3 +102,47 @@ def test_t_and_mu_tau_scorers_combine_boosters_and_profit_follows_catalog():
 def test_unknown_format_is_rejected():
     with pytest.raises(ModelError, match="format"):
         ArmScorer({"format": "pickle"})
+
+
+def _hurdle_spec(value_from: list[str]) -> tuple[dict, list[lgb.Booster], Catalog]:
+    cat = Catalog.from_dict(
+        {"name": "h", "margin": 0.3, "offers": [{"id": "c5", "coupon_value": 5}], "channels": [{"id": "sms"}]}
+    )
+    b = [_tiny_booster(i) for i in range(3)]
+    spec = {
+        "format": FORMAT,
+        "arms": cat.arm_ids,
+        "catalog": cat.to_dict(),
+        "feature_spec": {"columns": ["a", "b"], "categories": {}},
+        "outcomes": {
+            "buy": {"kind": "t", "boosters": [b[0].model_to_string(), b[1].model_to_string()]},
+            "basket": {"kind": "t", "boosters": [b[2].model_to_string()] * 2},
+        },
+        "value_outcome": "spend",
+        "value_from": value_from,
+    }
+    return spec, b, cat
+
+
+def test_value_from_composes_the_value_as_the_product_of_its_parts():
+    spec, b, _ = _hurdle_spec(["buy", "basket"])
+    X = np.random.default_rng(3).normal(size=(6, 2))
+    scorer = ArmScorer(spec)
+    preds = scorer.predict(X)
+    expected = np.column_stack([b[0].predict(X), b[1].predict(X)]) * b[2].predict(X)[:, None]
+    np.testing.assert_allclose(preds["spend"], expected)
+    np.testing.assert_allclose(preds["buy"], np.column_stack([b[0].predict(X), b[1].predict(X)]))
+    profit = 0.3 * expected
+    np.testing.assert_allclose(scorer.incremental_profit(X)[:, 1], profit[:, 1] - profit[:, 0])
+
+
+def test_value_from_naming_an_unknown_outcome_is_rejected():
+    spec, _, _ = _hurdle_spec(["buy", "bsket"])
+    with pytest.raises(ModelError, match="'bsket'"):
+        ArmScorer(spec)
+
+
+def test_specs_without_value_from_predict_only_their_outcomes():
+    spec, _, _ = _hurdle_spec([])
+    del spec["value_from"]
+    assert set(ArmScorer(spec).predict(np.zeros((2, 2)))) == {"buy", "basket"}

@@ -19,6 +19,7 @@ from training.learners import (
     aipw_pseudo_outcome,
     make_learner,
     stratified_folds,
+    structured_arm_features,
 )
 from training.learners_base import FeatureEncoder, lgb_params
 
@@ -412,3 +413,116 @@ def test_five_arms_work(cls: type) -> None:
     minimum = {"c10": 0.6, "c8": 0.5, "c5": 0.35, "c2": 0.1}
     for j, arm in enumerate(model.arms_[1:]):
         assert np.corrcoef(up[:, j], truth[:, j])[0, 1] > minimum[arm], arm
+
+
+# --- structured arm features ------------------------------------------------------------------------------
+
+FEATURES = {"none": [0.0, 0.0], "c5": [5.0, 1.0], "c10": [10.0, 1.0]}
+
+
+def test_s_learner_arm_features_are_its_arm_table_and_predict_matches_a_per_arm_reference(data: dict) -> None:
+    model = SLearner(arm_features=FEATURES, params=PARAMS).fit(data["X"], data["arm"], data["y"], data["p"])
+    np.testing.assert_array_equal(model.arm_table_, np.array([FEATURES[a] for a in model.arms_]))
+    X = data["X_test"]
+    codes = X["city"].cat.codes.replace(-1, np.nan).astype(float)
+    base_x = X.assign(city=codes).to_numpy(dtype=float)
+    expected = [model.model_.predict(np.hstack([base_x, np.tile(FEATURES[a], (len(X), 1))])) for a in model.arms_]
+    np.testing.assert_allclose(model.predict(X), np.column_stack(expected))
+    truth = true_uplift(X, model.arms_)
+    up = model.predict_uplift(X)
+    assert np.corrcoef(up[:, 1], truth[:, 1])[0, 1] > 0.85
+
+
+def test_arms_with_equal_arm_features_get_equal_predictions(data: dict) -> None:
+    same = {"none": [0.0], "c5": [7.0], "c10": [7.0]}
+    model = SLearner(arm_features=same, params=PARAMS).fit(data["X"], data["arm"], data["y"])
+    pred = model.predict(data["X_test"])
+    np.testing.assert_array_equal(pred[:, 1], pred[:, 2])
+
+
+@pytest.fixture(scope="module")
+def arm_monotone_model(monotone_data: tuple) -> SLearner:
+    return SLearner(arm_features=FEATURES, arm_monotone=[1, 0], params=PARAMS).fit(*monotone_data)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=rows)
+def test_arm_monotone_makes_predictions_non_decreasing_in_that_arm_feature(
+    arm_monotone_model: SLearner, rows: list
+) -> None:
+    X = pd.DataFrame(rows, columns=["f0", "f1", "f2", "f3", "city"])
+    pred = arm_monotone_model.predict(X)
+    c5, c10 = arm_monotone_model.arms_.index("c5"), arm_monotone_model.arms_.index("c10")
+    assert (pred[:, c10] - pred[:, c5] >= -1e-12).all()
+
+
+def test_without_arm_monotone_the_same_data_breaks_the_order(monotone_data: tuple) -> None:
+    model = SLearner(arm_features=FEATURES, params=PARAMS).fit(*monotone_data)
+    pred = model.predict(make_data(500, seed=6)[0])
+    assert (pred[:, model.arms_.index("c10")] - pred[:, model.arms_.index("c5")] < -0.1).any()
+
+
+def test_uplift_features_limit_what_the_uplift_depends_on(data: dict) -> None:
+    """With uplift_features=["f3"] the uplift depends on f3 only: shuffling f0 and f1 leaves it unchanged."""
+    args = (data["X"], data["arm"], data["y"], data["p"])
+    X = data["X_test"]
+    shuffled = X.assign(f0=X["f0"].to_numpy()[::-1], f1=X["f1"].to_numpy()[::-1], city=X["city"].to_numpy()[::-1])
+    limited = SLearner(arm_features=FEATURES, uplift_features=["f3"], params=PARAMS).fit(*args)
+    np.testing.assert_allclose(limited.predict_uplift(shuffled), limited.predict_uplift(X), atol=1e-9)
+    assert not np.allclose(limited.predict(shuffled), limited.predict(X))
+    free = SLearner(arm_features=FEATURES, params=PARAMS).fit(*args)
+    assert np.abs(free.predict_uplift(shuffled) - free.predict_uplift(X)).max() > 0.1
+
+
+def test_structured_arms_let_a_rare_arm_borrow_strength() -> None:
+    """Arm c10@b has 60 rows; sharing value and channel features beats one-hot arms on its uplift."""
+    values = {"none": 0.0, "c5@a": 5.0, "c10@a": 10.0, "c5@b": 5.0, "c10@b": 10.0}
+    reach = {"none": 0.0, "c5@a": 1.0, "c10@a": 1.0, "c5@b": 0.5, "c10@b": 0.5}
+    feats = {a: [values[a], float(a.endswith("@a")), float(a.endswith("@b"))] for a in values}
+    rng = np.random.default_rng(11)
+    n = 4000
+    X = pd.DataFrame(rng.normal(size=(n, 3)), columns=["f0", "f1", "f2"])
+    arm = rng.choice(["none", "c5@a", "c10@a", "c5@b"], n)
+    arm[rng.choice(n, 60, replace=False)] = "c10@b"
+    tau = np.array([reach[a] * values[a] for a in arm]) / 10.0 * (X["f0"].to_numpy() + 0.5)
+    y = X["f1"].to_numpy() + tau + rng.normal(0.0, 1.0, n)
+    X_test = pd.DataFrame(rng.normal(size=(1000, 3)), columns=["f0", "f1", "f2"])
+    truth = 0.5 * (X_test["f0"].to_numpy() + 0.5)
+    corr = {}
+    for name, kw in (("structured", {"arm_features": feats}), ("onehot", {})):
+        model = SLearner(arms=list(values), params=PARAMS, **kw).fit(X, arm, y)
+        corr[name] = np.corrcoef(model.predict_uplift(X_test)[:, -1], truth)[0, 1]
+    assert corr["structured"] > 0.9 and corr["structured"] > corr["onehot"] + 0.05, corr
+
+
+@pytest.mark.parametrize(
+    ("kw", "needle"),
+    [
+        ({"arm_features": {"none": [0.0], "c5": [5.0]}}, "'c10'"),
+        ({"arm_features": {"none": [0.0], "c5": [5.0], "c10": [10.0, 1.0]}}, "'c10'"),
+        ({"arm_features": {"none": [0.0], "c5": [np.nan], "c10": [10.0]}}, "'c5'"),
+        ({"arm_features": FEATURES, "arm_monotone": [1]}, "arm_monotone"),
+        ({"arm_features": FEATURES, "arm_monotone": [2, 0]}, r"\[2, 0\]"),
+        ({"arm_monotone": [1]}, "arm_features"),
+        ({"arm_features": FEATURES, "arm_values": ARM_VALUES}, "arm_values"),
+        ({"arm_features": FEATURES, "uplift_features": ["f9"]}, "'f9'"),
+    ],
+)
+def test_bad_arm_feature_settings_raise_config_errors(data: dict, kw: dict, needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        SLearner(params=PARAMS, **kw).fit(data["X"], data["arm"], data["y"])
+
+
+def test_structured_arm_features_of_the_simulated_catalog() -> None:
+    from features.simworld import SimWorld
+
+    cat = SimWorld.default(10, seed=0).catalog
+    table, names = structured_arm_features(cat)
+    assert list(table) == cat.arm_ids and names[0] == "arm_coupon_value"
+    assert all(len(v) == len(names) for v in table.values())
+    assert table["none"] == [0.0] * len(names)
+    channels = [j for j, n in enumerate(names) if n.startswith("arm_channel_")]
+    for arm in cat.arms[1:]:
+        row = table[arm.id]
+        assert sum(row[j] for j in channels) == 1.0
+        assert row[0] == arm.coupon_value and row[1] == arm.offer.min_spend and row[-1] == arm.contact_cost

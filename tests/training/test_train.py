@@ -95,3 +95,56 @@ def test_evaluation_figures_cover_the_most_frequent_arms(exp):
     assert len(figs) == 6
     assert {k.split("_")[0] for k in figs} == {"qini", "uplift", "calibration"}
     assert all(f.axes for f in figs.values())
+
+
+def _fit(exp, config):
+    units = exp.units()
+    X = exp.features.loc[units.index]
+    spec = fit_spec(exp, config, X, units["arm"].to_numpy(), units, units["propensity"].to_numpy(float), check_rows=500)
+    return spec, units, X
+
+
+def test_hurdle_spec_composes_spend_from_buy_and_a_basket_fitted_on_buyers(exp):
+    spec, units, X = _fit(exp, TrainConfig(learner="s", params=FAST, structured_arms=True, monotone=True, hurdle=True))
+    assert spec["value_from"] == ["buy", "basket"] and spec["value_outcome"] == "spend"
+    assert set(spec["outcomes"]) == {"buy", "basket", "redeem"}
+    scorer = ArmScorer(spec)
+    preds = scorer.predict(scorer.features.encode(X))
+    np.testing.assert_array_equal(preds["spend"], preds["buy"] * preds["basket"])
+    assert np.ptp(preds["basket"], axis=1).max() == 0.0  # arm-free basket by default
+    buyers = units["buy"].to_numpy() > 0
+    assert preds["basket"][:, 0].mean() == pytest.approx(units.loc[buyers, "spend"].mean(), rel=0.1)
+    assert units["spend"].mean() < 0.5 * preds["basket"][:, 0].mean()
+
+
+def test_structured_arms_export_the_catalog_features_with_monotone_value(exp):
+    from training.learners import structured_arm_features
+
+    spec, _, X = _fit(exp, TrainConfig(learner="s", params=FAST, structured_arms=True, monotone=True))
+    table, _ = structured_arm_features(exp.catalog)
+    for name in ("spend", "redeem", "buy"):
+        assert spec["outcomes"][name]["arm_table"] == [table[a] for a in exp.catalog.arm_ids]
+    n_x, n_arm = len(X.columns), len(table["none"])
+    constraint = "monotone_constraints=" + " ".join(["0"] * n_x + ["1"] + ["0"] * (n_arm - 1))
+    for name in ("spend", "redeem", "buy"):
+        assert constraint in spec["outcomes"][name]["boosters"][0], name
+
+
+def test_basket_by_arm_and_other_learners_work_with_the_hurdle(exp):
+    spec, _, _ = _fit(exp, TrainConfig(learner="s", params=FAST, structured_arms=True, hurdle=True, basket_by_arm=True))
+    assert np.ptp(np.asarray(spec["outcomes"]["basket"]["arm_table"]), axis=0).max() > 0
+    spec_t, _, _ = _fit(exp, TrainConfig(learner="t", params=FAST, hurdle=True))
+    assert spec_t["outcomes"]["buy"]["kind"] == "t" and spec_t["outcomes"]["basket"]["kind"] == "s"
+
+
+def test_for_simulated_is_a_valid_structured_hurdle_configuration():
+    config = TrainConfig.for_simulated(seed=4)
+    assert config.learner == "s" and config.structured_arms and config.hurdle and config.seed == 4
+    assert TrainConfig.for_simulated(n_folds=0).n_folds == 0
+
+
+def test_bad_structured_settings_are_named():
+    with pytest.raises(ConfigError, match="learner 's'"):
+        TrainConfig(learner="t", structured_arms=True)
+    with pytest.raises(ConfigError, match="hurdle"):
+        TrainConfig(learner="s", basket_by_arm=True)
