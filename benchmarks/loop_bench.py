@@ -41,7 +41,9 @@ def main() -> None:
             customers=args.customers,
             seed=args.seed,
             workdir=Path(tmp) / "loop",
-            train=TrainConfig(learner=args.learner, n_folds=0, seed=args.seed),
+            train=TrainConfig.for_simulated(n_folds=0, seed=args.seed)
+            if args.learner == "s"
+            else TrainConfig(learner=args.learner, n_folds=0, seed=args.seed),
         )
         t0 = time.perf_counter()
         result = run_loop(cfg, tracking_uri=f"sqlite:///{Path(tmp) / 'mlflow.db'}")

@@ -530,7 +530,7 @@ def run_loop(
         seed=seed,
         workdir=Path(workdir),
         n_boot=n_boot,
-        train=TrainConfig(learner=learner, n_folds=0, seed=seed, params=params or {}),
+        train=_loop_train_config(learner, seed, params),
     )
     log.info(
         "closed loop: %d rounds x %d customers; decision log, store and A/B reports under %s",
@@ -672,3 +672,15 @@ def ab_table(report: dict[str, Any]) -> pd.DataFrame:
 
 def _lift(d: dict[str, Any]) -> dict[str, float]:
     return {"lift": d.get("estimate", np.nan), "ci_low": d.get("ci_low", np.nan), "ci_high": d.get("ci_high", np.nan)}
+
+
+def _loop_train_config(learner: str, seed: int, params: dict[str, Any] | None) -> Any:
+    """The S-learner uses the configuration measured best on the simulated world; others their defaults."""
+    from training.train import TrainConfig
+
+    if learner == "s":
+        overrides: dict[str, Any] = {"n_folds": 0, "seed": seed}
+        if params:
+            overrides["params"] = {**TrainConfig.for_simulated().params, **params}
+        return TrainConfig.for_simulated(**overrides)
+    return TrainConfig(learner=learner, n_folds=0, seed=seed, params=params or {})

@@ -63,7 +63,7 @@ class LoopConfig:
     seed: int = 0
     holdout: float = 0.10
     explore: float = 0.10
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(learner="s", n_folds=0))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig.for_simulated(n_folds=0))
     judge_share: float = 0.3
     min_gain: float = 0.0
     n_boot: int = 500
