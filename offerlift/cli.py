@@ -302,6 +302,73 @@ def batch_cmd(
         typer.echo(f"{k}: {v}")
 
 
+EventsOpt = Annotated[
+    Path | None, typer.Option(help="Event file (canonical events, .parquet or .csv); default: simulated.")
+]
+CustomersOpt = Annotated[Path | None, typer.Option(help="Customer table (needed with --events).")]
+
+
+@app.command("segments")
+def segments_cmd(
+    events: EventsOpt = None,
+    customers: CustomersOpt = None,
+    n_customers: Annotated[int, typer.Option("--customers-simulated", help="Simulated customers.")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated world.")] = 0,
+    by: Annotated[str, typer.Option(help="Report by this segment column.")] = "rfm_segment",
+    out: Annotated[Path | None, typer.Option(help="Write the per-customer table here.")] = None,
+) -> None:
+    """RFM scores, lifecycle stages, price sensitivity, channel affinity and tags per customer."""
+    from offerlift.automation import run_segments
+
+    _print_json(run_segments(events, customers, n_customers=n_customers, seed=seed, by=by, out=out))
+
+
+@app.command("abuse")
+def abuse_cmd(
+    events: EventsOpt = None,
+    customers: CustomersOpt = None,
+    n_customers: Annotated[int, typer.Option("--customers-simulated", help="Simulated customers.")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated world.")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Write the per-customer risk table here.")] = None,
+) -> None:
+    """Coupon-abuse risk per customer (shared devices and payment accounts, redemption without purchases)."""
+    from offerlift.automation import run_abuse
+
+    _print_json(run_abuse(events, customers, n_customers=n_customers, seed=seed, out=out))
+
+
+@app.command("monitor")
+def monitor_cmd(
+    events: EventsOpt = None,
+    customers: CustomersOpt = None,
+    n_customers: Annotated[int, typer.Option("--customers-simulated", help="Simulated customers.")] = 100_000,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated world.")] = 0,
+    config: Annotated[Path | None, typer.Option(help="Monitor rules YAML (metric, dimension, campaign).")] = None,
+    log_path: Annotated[Path | None, typer.Option(help="JSON-lines log of alerts, starts and stops.")] = None,
+) -> None:
+    """Early warning: hourly metrics by dimension, alerts that name the dimension, campaigns that start and stop."""
+    from offerlift.automation import run_monitor
+
+    _print_json(run_monitor(events, customers, n_customers=n_customers, seed=seed, config=config, log_path=log_path))
+
+
+@app.command("triggers")
+def triggers_cmd(
+    events: EventsOpt = None,
+    customers: CustomersOpt = None,
+    rules: Annotated[Path | None, typer.Option(help="Trigger rules YAML (default: the two built-in rules).")] = None,
+    n_customers: Annotated[int, typer.Option("--customers-simulated", help="Simulated customers.")] = 2_000,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated world.")] = 0,
+    outbox: Annotated[Path, typer.Option(help="JSON-lines outbox of the file channel adapter.")] = Path(
+        "outputs/triggers/outbox.jsonl"
+    ),
+) -> None:
+    """Replay an event stream through real-time trigger rules; decisions go to the channel adapter's outbox."""
+    from offerlift.automation import run_triggers
+
+    _print_json(run_triggers(events, customers, rules=rules, n_customers=n_customers, seed=seed, outbox=outbox))
+
+
 def main() -> None:
     """Console entry point: turns project errors into a one-line message and exit code 2."""
     try:

@@ -109,7 +109,16 @@ def test_serve_without_key_refuses_to_start(monkeypatch):
     assert proc.returncode == 2 and "OFFERLIFT_API_KEY" in proc.stderr
 
 
-@pytest.mark.parametrize("cmd", ["data", "train", "score", "loop", "run", "tune", "serve", "batch"])
+@pytest.mark.parametrize(
+    "cmd",
+    ["data", "train", "score", "loop", "run", "tune", "serve", "batch", "segments", "abuse", "monitor", "triggers"],
+)
 def test_every_command_has_help(cmd):
     result = runner.invoke(app, [cmd, "--help"])
     assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_abuse_command_prints_a_json_summary():
+    result = runner.invoke(app, ["abuse", "--customers-simulated", "1500"])
+    assert result.exit_code == 0, result.output
+    assert isinstance(json.loads(result.stdout), dict)
