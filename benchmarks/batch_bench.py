@@ -41,7 +41,14 @@ log = logging.getLogger("batch_bench")
 
 
 def peak_mb() -> float:
-    """Peak resident memory of this process, MB."""
+    """Peak resident memory of this process, MB: VmHWM of /proc/self/status.
+
+    Not ru_maxrss: for a process started by fork + exec, Linux's ru_maxrss also counts the parent's pages at the
+    fork, so a child of a big parent reports the parent's size.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -56,15 +63,15 @@ def cpu_model() -> str:
 # --- set-up (parent) --------------------------------------------------------------------------------------------
 
 
-def model_spec(work: Path, units: int) -> Path:
-    """A T-learner trained on a simulated experiment with the default parameters (cached in `work`)."""
-    path = work / f"model_t_{units}.json"
+def model_spec(work: Path, units: int, trees: int) -> Path:
+    """A T-learner trained on a simulated experiment, default parameters but `trees` trees (cached in `work`)."""
+    path = work / f"model_t_{units}_{trees}.json"
     if not path.exists():
         from features.simworld_experiment import make_experiment
         from training.train import TrainConfig, train_model
 
         t0 = time.perf_counter()
-        result = train_model(make_experiment(units, seed=0), TrainConfig(learner="t", n_folds=0))
+        result = train_model(make_experiment(units, seed=0), TrainConfig("t", {"num_iterations": trees}, n_folds=0))
         path.write_text(json.dumps(result.spec))
         log.info("trained the benchmark model in %.0fs", time.perf_counter() - t0)
     return path
@@ -256,11 +263,11 @@ def report(r: dict[str, Any], args: argparse.Namespace, started: str, load: tupl
         f"- machine: {cpu_model()}, {os.cpu_count()} cores (shared with other sessions; load average "
         f"{load[0]:.1f} at the start, {load[1]:.1f} at the end), Linux {platform.release()}",
         f"- versions: {versions()}",
-        f"- model: T-learner, default LightGBM parameters (200 trees, 31 leaves), trained on "
+        f"- model: T-learner, default LightGBM parameters (31 leaves) with {args.trees} trees, trained on "
         f"{args.model_units:,} simulated units; {fl['boosters']} boosters (3 outcomes x {k} arms)",
         f"- customers: simulated (`serving.batch.write_customer_file`), {k} arms incl. no offer; "
         "OMP_NUM_THREADS=2, OMP_WAIT_POLICY=PASSIVE",
-        "- every row below is its own process; memory is that process's peak RSS (ru_maxrss)",
+        "- every row below is its own process; memory is that process's peak RSS (VmHWM)",
         "",
         f"## Throughput: {n:,} customers x {k} arms",
         "",
@@ -323,10 +330,17 @@ def main() -> None:
     parser.add_argument("--train-rows", default="2000000,5000000,10000000", help="training sizes, smallest first")
     parser.add_argument("--train-limit", type=float, default=1500.0, help="skip a size extrapolated above this (s)")
     parser.add_argument("--model-units", type=int, default=50_000)
+    parser.add_argument("--trees", type=int, default=200, help="trees per booster of the benchmark model")
     parser.add_argument("--distinct", type=int, default=10, help="distinct simulated blocks per file")
     parser.add_argument("--work", default="/tmp/offerlift-batch-bench")
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--from-json", help="only write the page from a saved results.json (with its args)")
     args = parser.parse_args()
+    if args.from_json:
+        saved = json.loads(Path(args.from_json).read_text())
+        args = argparse.Namespace(**{**vars(args), **saved.get("args", {})})
+        Path(args.out).write_text(report(saved, args, saved["started"], tuple(saved["load"])))
+        return
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before LightGBM starts its OpenMP threads
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     work = Path(args.work)
@@ -334,7 +348,7 @@ def main() -> None:
     os.environ["BENCH_WORK"] = str(work)
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
     load0 = os.getloadavg()[0]
-    spec = str(model_spec(work, args.model_units))
+    spec = str(model_spec(work, args.model_units, args.trees))
     arms = len(json.loads(Path(spec).read_text())["arms"])
     cust = str(customer_file(work, args.customers, args.distinct))
     r: dict[str, Any] = {"arms": arms, "notes": [], "memory": [], "train": []}
@@ -373,6 +387,9 @@ def main() -> None:
     r["notes"].append(
         f"files: customer blocks of 100,000 and training blocks of 200,000 simulated units; after {args.distinct} "
         "distinct blocks the blocks repeat under new ids (same work per row, less time spent simulating)"
+    )
+    r.update(
+        started=started, load=[load0, os.getloadavg()[0]], args={"trees": args.trees, "model_units": args.model_units}
     )
     Path(args.out).write_text(report(r, args, started, (load0, os.getloadavg()[0])))
     (work / "results.json").write_text(json.dumps(r, indent=2, default=str))
