@@ -131,7 +131,7 @@ def pair_propensity(arm: np.ndarray, prop: np.ndarray, stratum: np.ndarray, n_ar
     out = np.empty((len(arm), n_arms - 1))
     for s in np.unique(stratum):
         rows = stratum == s
-        e = np.array([prop[rows & (arm == a)].mean() for a in range(n_arms)])
+        e = np.array([prop[rows & (arm == a)].mean() if (rows & (arm == a)).any() else np.nan for a in range(n_arms)])
         out[rows] = e[1:] / (e[1:] + e[0])
     return out
 
