@@ -250,6 +250,10 @@ def versions() -> str:
     return ", ".join(f"{p} {version(p)}" for p in names) + f", Python {platform.python_version()}"
 
 
+def _mb(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
 def report(r: dict[str, Any], args: argparse.Namespace, started: str, load: tuple[float, float]) -> str:
     """The results page."""
     n = r["floor"]["rows"]
@@ -274,7 +278,7 @@ def report(r: dict[str, Any], args: argparse.Namespace, started: str, load: tupl
         "| run | seconds | customer-arms/s | vs bare predict | peak RSS MB |",
         "|---|---:|---:|---:|---:|",
         f"| floor: bare `Booster.predict` of every booster on the encoded matrix | {fl['predict_s']:.1f} | "
-        f"{floor_rate:,.0f} | 1.00 | {fl['peak_mb']:,.0f} |",
+        f"{floor_rate:,.0f} | 1.00 | {_mb(fl.get('peak_mb'))} |",
     ]
     if "compiled_predict_s" in fl:
         lines.append(
@@ -291,7 +295,7 @@ def report(r: dict[str, Any], args: argparse.Namespace, started: str, load: tupl
             b = r[name]
             lines.append(
                 f"| {label} | {b['seconds']:.1f} | {b['customer_arms_per_s']:,.0f} | "
-                f"{b['customer_arms_per_s'] / floor_rate:.2f} | {b['peak_mb']:,.0f} |"
+                f"{b['customer_arms_per_s'] / floor_rate:.2f} | {_mb(b.get('peak_mb'))} |"
             )
     if "budget" in r or "budget_plain" in r:
         s = (r.get("budget") or r["budget_plain"])["summary"]
@@ -312,11 +316,11 @@ def report(r: dict[str, Any], args: argparse.Namespace, started: str, load: tupl
     lines += ["", "## Memory against the number of customers", "", "| run | customers | seconds | peak RSS MB |"]
     lines.append("|---|---:|---:|---:|")
     for m in r["memory"]:
-        lines.append(f"| {m['label']} | {m['rows']:,} | {m['seconds']:.1f} | {m['peak_mb']:,.0f} |")
+        lines.append(f"| {m['label']} | {m['rows']:,} | {m['seconds']:.1f} | {_mb(m.get('peak_mb'))} |")
     lines += ["", "## Training on large data (lightgbm.dask, S-learner, 3 outcomes, 200 trees x 31 leaves)", ""]
     lines += ["| rows | seconds | minutes | peak RSS MB |", "|---:|---:|---:|---:|"]
     for t in r["train"]:
-        lines.append(f"| {t['rows']:,} | {t['seconds']:.0f} | {t['seconds'] / 60:.1f} | {t['peak_mb']:,.0f} |")
+        lines.append(f"| {t['rows']:,} | {t['seconds']:.0f} | {t['seconds'] / 60:.1f} | {_mb(t.get('peak_mb'))} |")
     lines += ["", "## Notes", ""] + [f"- {x}" for x in r["notes"]]
     return "\n".join(lines) + "\n"
 
