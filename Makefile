@@ -5,6 +5,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint setup clean
 
+# OpenMP threads that sleep instead of spinning: on small shared machines spinning LightGBM threads were measured
+# 8x slower (benchmarks/results/batch.md).
+export OMP_WAIT_POLICY ?= PASSIVE
+
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
