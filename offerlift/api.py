@@ -43,6 +43,7 @@ from training.train import TrainConfig, TrainResult
 log = logging.getLogger(__name__)
 
 SMALL_ENV = "OFFERLIFT_SMALL"
+OUTPUTS_ENV = "OFFERLIFT_OUTPUTS"
 FAST_PARAMS = {"num_iterations": 30, "num_leaves": 15, "min_data_in_leaf": 50}
 
 
@@ -60,6 +61,7 @@ class NotebookSettings:
     n_boot: int = 500
     loop_rounds: int = 6
     loop_customers: int = 10_000
+    campaign_customers: int = 50_000
     outputs: Path = Path("outputs/notebooks")
 
 
@@ -81,23 +83,37 @@ def show_progress(level: int | str = "INFO") -> None:
         logger.propagate = False
 
 
-def setup_notebook(small: bool | None = None, outputs: str | Path = "outputs/notebooks") -> NotebookSettings:
+def setup_notebook(small: bool | None = None, outputs: str | Path | None = None) -> NotebookSettings:
     """Progress messages on, figures inline, and the sizes to use (small when `small` or ``$OFFERLIFT_SMALL``).
+
+    Figures and reports go to `outputs`, else ``$OFFERLIFT_OUTPUTS``, else the repository's ``outputs/notebooks``.
 
     >>> cfg = setup_notebook()       # doctest: +SKIP
     >>> cfg.small, cfg.rows          # doctest: +SKIP
     (True, 8000)
     """
+    from features.registry import REPO_ROOT
     from offerlift.plots import enable_inline
 
     show_progress()
     enable_inline()
     small = small_data() if small is None else small
-    out = Path(outputs)
+    out = Path(outputs or os.environ.get(OUTPUTS_ENV) or REPO_ROOT / "outputs" / "notebooks")
     out.mkdir(parents=True, exist_ok=True)
+    log.info("%s data; figures and reports go to %s", "small" if small else "full", out)
     if not small:
         return NotebookSettings(False, outputs=out)
-    return NotebookSettings(True, 8000, dict(FAST_PARAMS), 2, 100, 3, 3000, out)
+    return NotebookSettings(
+        True,
+        rows=8000,
+        params=dict(FAST_PARAMS),
+        n_folds=2,
+        n_boot=100,
+        loop_rounds=3,
+        loop_customers=3000,
+        campaign_customers=4000,
+        outputs=out,
+    )
 
 
 # --- data ------------------------------------------------------------------------------------------------------
