@@ -48,9 +48,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from features.build import check_events
 from features.catalog import Catalog
 from features.errors import ConfigError, DataError, NotFittedError, SchemaError
+from features.segments import canonical
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def abuse_features(
     events: pd.DataFrame, customers: pd.DataFrame, at: float | None = None, catalog: Catalog | None = None
 ) -> pd.DataFrame:
     """Identity and behaviour columns of every customer of `customers` (see the module doc)."""
-    check_events(events)
+    events = canonical(events)
     if "customer_id" not in customers.columns:
         raise SchemaError("customers", "customer_id", f"missing column; the table has {list(customers.columns)}")
     if at is not None:

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.build import check_events, latest_features
+from features.build import EVENT_KINDS, check_events, latest_features
 from features.catalog import Catalog
 from features.errors import ConfigError, SchemaError
 
@@ -115,7 +115,7 @@ def offer_channels(events: pd.DataFrame) -> pd.DataFrame:
 
     Returns columns customer_id, time, event, offer_id, reward, channel (None when no receipt precedes the event).
     """
-    check_events(events)
+    events = canonical(events)
     kind = events["event"].to_numpy(dtype=object)
     rec = events.loc[kind == "offer_received", ["customer_id", "offer_id", "time", "channel"]]
     rest = events.loc[np.isin(kind, ("offer_viewed", "offer_completed"))]
@@ -202,8 +202,18 @@ def _usable(customers: pd.DataFrame, channel: str, consent: str | None) -> np.nd
     return ok
 
 
+def canonical(events: pd.DataFrame) -> pd.DataFrame:
+    """The canonical events only (a stream may also carry activity kinds such as app_open), validated."""
+    if isinstance(events, pd.DataFrame) and "event" in events.columns:
+        known = events["event"].isin(EVENT_KINDS).to_numpy()
+        if not known.all():
+            log.debug("ignoring %d events of non-canonical kinds", int((~known).sum()))
+            events = events.loc[known]
+    return check_events(events)
+
+
 def _before(events: pd.DataFrame, at: float | None) -> pd.DataFrame:
-    check_events(events)
+    events = canonical(events)
     if at is None:
         return events
     return events.loc[pd.to_numeric(events["time"]).to_numpy(dtype=float) < float(at)]
@@ -223,6 +233,7 @@ def build_segments(
     offer_received events. `extra_tags` maps a tag prefix to a Series (index customer_id) of tag values, e.g.
     ``{"abuse": risk_band}`` adds ``"abuse:<value>"``.
     """
+    events = canonical(events)
     if at is None:
         at = float(np.nextafter(float(events["time"].max()), np.inf)) if len(events) else 0.0
     feats = latest_features(events, customers, at=at)

@@ -26,8 +26,10 @@ when z >= -``recover_z`` for ``recover_hours`` hours in a row.
 An alert (one per metric and hour with newly opened series) is explained over the last ``explain_hours``: for
 each dimension, the values are ranked by their deficit (expected minus observed numerator, e.g. missing orders);
 the top values (at most ``max_values``, each with a mean z below -threshold/2) up to ``explain_share`` of the
-dimension's deficit are chosen, and the dimension whose chosen values carry the largest excess of deficit share
-over volume share explains the drop ("city = chengdu: 93% of the missing orders, 15% of the volume").
+dimension's deficit are chosen, and the dimension whose chosen values are the most significant together
+(Stouffer's combination of their mean z) explains the drop. A city shock drops every tier a little and one city
+a lot, so the city wins; the evidence lists, per dimension, each chosen value's deficit, share of the deficit
+and share of the volume ("city = chengdu: 93% of the missing orders, 15% of the volume").
 
 A :class:`CampaignRule` binds a metric and a dimension to a campaign (target segment, arms, budget): when an alert
 is explained by that dimension, a campaign starts for each named value, its executor decides for the targets
@@ -49,9 +51,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from features.build import check_events
 from features.errors import ConfigError, SchemaError
-from features.segments import offer_channels, select
+from features.segments import canonical, offer_channels, select
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +203,7 @@ def metric_table(
     ``active`` and ``received`` denominators. The channel dimension is for the redemption metric only. By default
     the table spans the bins from the first event's to the last event's (no empty bin after the data).
     """
-    check_events(events)
+    events = canonical(events)  # activity kinds such as app_open are not metrics' input
     times = events["time"].to_numpy(dtype=float)
     lo, hi = (float(times.min()), float(times.max())) if times.size else (0.0, 0.0)
     start = math.floor(lo / bin_hours) * bin_hours if start is None else float(start)
@@ -593,7 +594,7 @@ class Monitor:
                     break
                 if row.deficit > 0 and row.z <= -det.threshold / 2:  # big but normal values are noise: skip
                     chosen.append(row)
-            score = sum(r.deficit_share - r.volume_share for r in chosen) if chosen else -math.inf
+            score = sum(-r.z for r in chosen) / math.sqrt(len(chosen)) if chosen else -math.inf  # Stouffer
             best["dimensions"][dim] = {
                 "score": round(score, 4) if chosen else None,
                 "values": [_evidence_row(r) for r in chosen] or [_evidence_row(next(frame.itertuples(index=False)))],

@@ -206,3 +206,13 @@ def test_reports_count_every_customer(segments):
     counts = tag_counts(segments)
     assert counts[[t for t in counts.index if t.startswith("rfm:")]].sum() == len(segments)
     assert has_tags(segments["tags"], ["rfm:champions"]).sum() == (segments["rfm_segment"] == "champions").sum()
+
+
+def test_activity_events_beyond_the_canonical_kinds_are_ignored(world):
+    events = world.history_events()
+    extra = pd.DataFrame(
+        {"customer_id": events["customer_id"].iloc[:50], "time": events["time"].iloc[:50], "event": "app_open"}
+    ).assign(amount=0.0, offer_id=None, reward=0.0, channel=None)
+    mixed = pd.concat([events, extra], ignore_index=True)
+    got = build_segments(mixed, world.customers, at=0.0, channels=world.catalog)
+    pd.testing.assert_frame_equal(got, build_segments(events, world.customers, at=0.0, channels=world.catalog))

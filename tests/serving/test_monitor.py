@@ -245,3 +245,14 @@ def test_monitor_config_from_yaml(tmp_path):
     path.write_text("campaigns:\n  - {name: x, metric: revenue, dimension: city}\n")
     with pytest.raises(ConfigError, match="revenue"):
         load_monitor_config(path)
+
+
+def test_metric_table_ignores_activity_events():
+    rng = np.random.default_rng(1)
+    ids = [f"c{i}" for i in range(10)]
+    customers = pd.DataFrame({"customer_id": ids, "city": rng.choice(CITIES, 10)})
+    events = random_events(rng, 100, ids)
+    opens = events.assign(event="app_open", amount=0.0)
+    a = metric_table(events, customers, ["orders", "basket"], ["city"], start=0.0, end=60.0)
+    b = metric_table(pd.concat([events, opens]), customers, ["orders", "basket"], ["city"], start=0.0, end=60.0)
+    pd.testing.assert_frame_equal(a, b)
