@@ -21,7 +21,7 @@ import pandas as pd
 from features import abuse as abuse_mod
 from features import segments as seg_mod
 from features.catalog import Catalog
-from features.errors import ConfigError
+from features.errors import ConfigError, DataError
 from features.simworld import SimWorld
 from features.simworld_config import load_world_spec
 from serving import monitor as mon_mod
@@ -150,7 +150,7 @@ def run_abuse(
     if behaviour_model:
         try:
             model = abuse_mod.fit_behaviour_model(feats)
-        except abuse_mod.DataError as exc:  # too few weak labels: rules only
+        except DataError as exc:  # too few weak labels: rules only
             log.warning("no behaviour model: %s", exc)
     scores = abuse_mod.abuse_scores(feats, model=model, policy=policy)
     result: dict[str, Any] = {
@@ -269,9 +269,8 @@ def run_triggers(
     else:
         raise ConfigError(f"decide must be 'policy' or 'service', got {decide!r}")
     engine = trig_mod.TriggerEngine(trigger_rules, decide_fn, trig_mod.FileAdapter(outbox), customers=inp.customers)
-    engine.prime(
-        inp.events.loc[inp.events["time"] < stream["time"].min()] if inp.world is not None else stream.iloc[:0]
-    )
+    if inp.world is not None:  # the pre-period's buyers are not new customers
+        engine.prime(inp.events.loc[inp.events["time"] < stream["time"].min()])
     t0 = time.perf_counter()
     fired = trig_mod.replay(stream, engine, until=until)
     seconds = time.perf_counter() - t0
