@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 SMALL_ENV = "OFFERLIFT_SMALL"
 OUTPUTS_ENV = "OFFERLIFT_OUTPUTS"
-FAST_PARAMS = {"num_iterations": 30, "num_leaves": 15, "min_data_in_leaf": 50}
+FAST_PARAMS = {"num_iterations": 50, "learning_rate": 0.1, "num_leaves": 15, "min_data_in_leaf": 50}
 
 
 # --- notebook set-up -----------------------------------------------------------------------------------------

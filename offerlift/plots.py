@@ -239,7 +239,11 @@ def plot_policy_values(
     fig, (ax,) = _figure(1, width=tp.FIGSIZE[0] * 1.2)
     with mpl.rc_context(tp.STYLE):
         est, lo, hi = (t[c].to_numpy(float) for c in cols[1:])
-        _errorbars(ax, t[label].astype(str).tolist(), est, lo, hi, color=tp.MODEL_COLOR, label=f"{estimator} (95% CI)")
+        names = t[label].astype(str).tolist()
+        _errorbars(ax, names, est, lo, hi, color=tp.REFERENCE_COLOR, label=f"{estimator} (95% CI)")
+        learned = np.array([not n.startswith("always:") for n in names])
+        pos = np.arange(len(names))[::-1]
+        ax.plot(est[learned], pos[learned], "D", color=tp.MODEL_COLOR, ms=7, label="learned policy")
         base = "no offer to anyone" if vs == "control" else f"always {t['best_arm'].iloc[0]}"
         ax.set_xlabel(f"incremental profit per unit vs {base}")
         ax.set_title("Policy value (held-out)")
