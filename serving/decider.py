@@ -40,7 +40,7 @@ from features.store import OnlineStore
 from serving.decision_log import DecisionLog, LedgerState
 from serving.pacing import PacingState, update_price
 from serving.policy import PolicyConfig, decide, explain, holdout_unit
-from serving.rules import Rules, allowed_arms
+from serving.rules import Rules, eligible_customers
 from serving.settings import ServeSettings
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,7 @@ class Champion:
     consent_flags: frozenset[str]
     worst_cost_array: np.ndarray
     arms_of_channel: dict[str, np.ndarray]
+    consent_of_channel: dict[str, str | None]
 
     @classmethod
     def build(cls, scorer: ArmScorer, version: str, settings: ServeSettings) -> Champion:
@@ -100,7 +101,29 @@ class Champion:
                 ch: np.array([j for j, a in enumerate(arms) if a.channel is not None and a.channel.id == ch])
                 for ch in {a.channel.id for a in arms if a.channel is not None}
             },
+            consent_of_channel={c.id: c.consent for c in scorer.catalog.channels},
         )
+
+    def rule_mask(self, rules: Rules, attrs: Mapping[str, Any], channels: Iterable[str] | None) -> np.ndarray:
+        """(1, K) arms the customer rules allow: `allowed_arms` without caps and budget (same result, checked by
+        a property test), restricted to the channels available; one pass per channel instead of per arm."""
+        mask = np.ones((1, len(self.arm_ids)), dtype=bool)
+        if rules.new_customers_only or rules.cities or rules.min_tier is not None:
+            lifecycle = attrs.get("lifecycle_stage", attrs.get("lifecycle"))
+            row = {"lifecycle_stage": [lifecycle], "city": [attrs.get("city")], "tier": [attrs.get("tier")]}
+            if not eligible_customers(row, 1, rules)[0]:
+                mask[0, 1:] = False
+                return mask
+        available = None if channels is None else set(channels)
+        for ch, idx in self.arms_of_channel.items():
+            consent = self.consent_of_channel.get(ch)
+            ok = available is None or ch in available
+            ok = ok and not (rules.require_consent and consent and not _truthy(attrs.get(consent)))
+            reach = f"reach_{ch}"
+            ok = ok and (reach not in attrs or _truthy(attrs[reach]))
+            if not ok:
+                mask[0, idx] = False
+        return mask
 
     def cap_mask(self, rules: Rules, contacts: Mapping[str, int], budget_left: float | None) -> np.ndarray:
         """(1, K) arms that the contact caps and the budget allow (the caps and budget part of `allowed_arms`)."""
@@ -341,16 +364,6 @@ class Decider:
             return time.time()
         return ts.timestamp() if isinstance(ts, datetime) else float(ts)
 
-    def _rule_mask(self, champ: Champion, attrs: Mapping[str, Any], channels: Iterable[str] | None) -> np.ndarray:
-        customers = {k: [v] for k, v in attrs.items()}
-        if "lifecycle_stage" not in customers and "lifecycle" in customers:
-            customers["lifecycle_stage"] = customers["lifecycle"]
-        mask = allowed_arms(champ.scorer.catalog, customers, 1, self.rules)
-        if channels is not None:
-            available = set(channels)
-            mask[0, 1:] &= np.array([c in available for c in champ.channels[1:]], dtype=bool)
-        return mask
-
     def decide(self, customer_id: str, context: Mapping[str, Any] | None = None) -> Decision:
         """Decide and log one customer's arm (see the module docstring).
 
@@ -364,7 +377,7 @@ class Decider:
         stored = self.store.get(customer_id)
         attrs = _attributes(stored, ctx, champ.consent_flags)
         incr, cost = champ.scores(champ.scorer.features.encode_records([attrs]))
-        rule_mask = self._rule_mask(champ, attrs, ctx.get("channels"))
+        rule_mask = champ.rule_mask(self.rules, attrs, ctx.get("channels"))
         hu = holdout_unit([customer_id], champ.policy.experiment)
         u = self._rng().random((1, 2))
         now = self._now(ctx)
@@ -418,6 +431,11 @@ class Decider:
     def record_outcomes(self, events: Iterable[Mapping[str, Any]]) -> int:
         """Store outcome events in the canonical schema (idempotent on event_id); returns how many were new."""
         return self.log.add_outcomes(events)
+
+
+def _truthy(v: Any) -> bool:
+    """Present (not None, not NaN) and true: the flag semantics of `features.eligibility.truthy`."""
+    return v is not None and v == v and bool(v)
 
 
 def _attributes(stored: Mapping[str, Any] | None, ctx: Mapping[str, Any], consent: frozenset[str]) -> dict[str, Any]:

@@ -197,6 +197,48 @@ def test_fast_cap_mask_equals_the_rules_reference(contacts, budget_left, per_cus
     np.testing.assert_array_equal(champ.cap_mask(rules, contacts, budget_left), reference)
 
 
+FLAGS = st.sampled_from([None, float("nan"), 0, 1, 0.0, 1.0, True, False, "yes", ""])
+TIERS = ("bronze", "silver", "gold", "platinum")
+
+
+@st.composite
+def customer_attrs(draw: st.DrawFn) -> dict:
+    attrs = {}
+    for ch in ("sms", "push", "wechat", "email"):
+        for prefix in ("consent_", "reach_"):
+            if draw(st.booleans()):
+                attrs[prefix + ch] = draw(FLAGS)
+    for key, values in (
+        ("city", ["shanghai", "wuhan", None]),
+        ("tier", [*TIERS, "diamond", None]),
+        (draw(st.sampled_from(["lifecycle", "lifecycle_stage"])), ["never_bought", "potential", "loyal", None]),
+    ):
+        if draw(st.booleans()):
+            attrs[key] = draw(st.sampled_from(values))
+    return attrs
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    customer_attrs(),
+    st.booleans(),
+    st.sampled_from([(), ("shanghai",)]),
+    st.sampled_from([None, "silver"]),
+    st.booleans(),
+    st.none() | st.lists(st.sampled_from(["sms", "push", "wechat", "email", "fax"]), max_size=3),
+)
+def test_fast_rule_mask_equals_the_rules_reference(attrs, new_only, cities, min_tier, consent, channels):
+    champ = Champion.build(ArmScorer(SPEC), "1", load_settings(overrides={"insecure": True}, environ={}))
+    rules = Rules(new_customers_only=new_only, cities=cities, tiers=TIERS, min_tier=min_tier, require_consent=consent)
+    columns = {k: [v] for k, v in attrs.items()}
+    if "lifecycle" in columns and "lifecycle_stage" not in columns:
+        columns["lifecycle_stage"] = columns["lifecycle"]
+    reference = allowed_arms(champ.scorer.catalog, columns, 1, rules)
+    if channels is not None:
+        reference[0, 1:] &= np.array([c in channels for c in champ.channels[1:]])
+    np.testing.assert_array_equal(champ.rule_mask(rules, attrs, channels), reference)
+
+
 def test_refresh_keeps_the_current_model_when_the_new_one_fails(tmp_path, store_path, specs, caplog):
     current = {"v": "1"}
     decider = make_decider(tmp_path, store_path, specs, current=current)
