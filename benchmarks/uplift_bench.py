@@ -271,7 +271,7 @@ def run_all(tasks: list[Task], args: argparse.Namespace, work: Path) -> dict[str
     jobs = []
     for task in tasks:
         task.write(work / task.name, args.threads, args.seed, {**LGB, "n_estimators": args.trees})
-        jobs += [(task, m) for m in interleave(task.methods) if not args.methods or m in args.methods]
+        jobs += [(task, m) for m in interleave(args.methods or task.methods)]
     results: dict[str, dict[str, dict[str, Any]]] = {t.name: {} for t in tasks}
     with cf.ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = {}
@@ -567,7 +567,7 @@ def main(argv: list[str]) -> None:
     p.add_argument("--trees", type=int, default=LGB["n_estimators"])
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--tasks", default="", help="comma-separated task names (default: all)")
-    p.add_argument("--methods", default="", help="comma-separated method names (default: all)")
+    p.add_argument("--methods", default="", help="comma-separated method names (default: each task's list)")
     p.add_argument("--workdir", default="", help="keep task files and worker outputs here (default: a temp dir)")
     p.add_argument("--reuse", action="store_true", help="reuse worker outputs found in --workdir")
     p.add_argument("--out", default=str(RESULTS / "uplift"), help="results path without suffix (.md and .json)")
