@@ -306,7 +306,11 @@ class DRLearner(UpliftLearnerBase):
         self.effect_models_ = []
         for a in range(1, m):
             rows = self._effect_rows(codes, a)
-            phi = aipw_pseudo_outcome(y[rows], codes[rows], mu[rows], e_own[rows], a)
+            e_rows = e_own[rows]
+            if self.effect_rows == "pair":  # within {control, a} the row's arm had probability e_own / (e_a + e_0)
+                other = np.where(codes[rows] == a, self.arm_propensity_[0], self.arm_propensity_[a])
+                e_rows = e_rows / (e_rows + other)
+            phi = aipw_pseudo_outcome(y[rows], codes[rows], mu[rows], e_rows, a)
             self.effect_models_.append(train(subset(ds, rows, phi), eff))
 
     def _effect_rows(self, codes: np.ndarray, a: int) -> np.ndarray:
