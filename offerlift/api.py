@@ -215,9 +215,11 @@ def train(
     register: bool = True,
     tracking_uri: str | None = None,
     n_boot: int = 500,
-    monotone: bool = False,
+    **options: Any,
 ) -> Trained:
     """Evaluate a learner on held-out folds, fit it on all units and (by default) register it in MLflow.
+
+    ``options`` are further `training.train.TrainConfig` fields (e.g. ``monotone=True``, ``structured_arms=True``).
 
     >>> res = train(load("hillstrom"), learner="s")          # doctest: +SKIP
     >>> res.model_uri, res.metrics["ips_vs_control"]         # doctest: +SKIP
@@ -225,8 +227,11 @@ def train(
     from features.registry import resolve_tracking_uri
     from training.train import train_model
 
-    config = TrainConfig(learner=learner, n_folds=n_folds, seed=seed, params=params or {}, n_boot=n_boot)
-    config = replace(config, monotone=monotone) if monotone else config
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(f"unknown training options {unknown}; TrainConfig has {sorted(known)}")
+    config = TrainConfig(learner=learner, n_folds=n_folds, seed=seed, params=params or {}, n_boot=n_boot, **options)
     registry = resolve_tracking_uri(tracking_uri) if register else None
     log.info(
         "training %s-learner on %s: %d units, %d held-out folds",

@@ -32,6 +32,14 @@ def test_train_returns_a_train_result_that_remembers_its_experiment(res, sim):
     assert "ips_vs_control" in res.metrics
 
 
+def test_train_passes_options_to_the_config_and_names_unknown_ones(sim):
+    small = ol.sample(sim, 1500)
+    res = ol.train(small, learner="s", n_folds=0, params=FAST, register=False, structured_arms=True)
+    assert res.config.structured_arms and res.held_out is None
+    with pytest.raises(ConfigError, match="'colour'"):
+        ol.train(small, learner="s", register=False, colour="red")
+
+
 def test_load_sets_the_main_outcome_and_names_an_unknown_one():
     assert ol.load("simulated", n_customers=300, outcome="visit").main_outcome == "visit"
     with pytest.raises(ConfigError, match="'clicks'"):
