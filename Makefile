@@ -20,7 +20,7 @@ setup: $(STAMP)
 
 ## The main job on the embedded defaults.
 run: $(STAMP)
-	$(VENV)/bin/offerlift run
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(VENV)/bin/offerlift run
 
 ## The test suite and the lint check.
 test: $(STAMP)
