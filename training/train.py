@@ -59,7 +59,8 @@ class TrainConfig:
         n_boot: bootstrap resamples of the policy-value CIs.
         structured_arms: S-learner only: the arm enters as its catalog features (coupon value, minimum spend,
             channel indicators, contact cost; see `training.learners.structured_arm_features`) instead of one-hot
-            indicators, so that arms share strength; with `monotone`, buy, redeem and spend grow with the value.
+            indicators, so that arms share strength; with `monotone`, buy, redeem and spend grow with the coupon
+            value, buy and redeem fall with the minimum spend (and a by-arm basket grows with it).
         hurdle: model the value outcome as P(buy) * E[value | buy]: a "buy" model on every unit and a "basket"
             model on the buyers only (arm-free unless `basket_by_arm`); the spec composes them (`value_from`).
         basket_by_arm: hurdle only: the basket model also sees the arm (its structured features with
@@ -186,8 +187,17 @@ def fit_spec(
 #: The outcome name of the hurdle's second part: the value (spend) of the units that bought.
 BASKET = "basket"
 
-#: Outcomes that should not fall when the coupon value rises (monotone constraint with `structured_arms`).
-_GROWS_WITH_VALUE = ("buy", "redeem", "spend", "reward", "visit")
+#: Monotone constraints on (coupon value, minimum spend) per outcome with `structured_arms` and `monotone`:
+#: a larger coupon never lowers buying, redeeming or spending; a higher minimum spend never makes a coupon more
+#: attractive (buy, redeem) but can raise the basket of those who use it (trading up).
+_MONOTONE = {
+    "buy": (1, -1),
+    "redeem": (1, -1),
+    "visit": (1, -1),
+    "spend": (1, 0),
+    "reward": (1, 0),
+    BASKET: (0, 1),
+}
 
 
 def _learner_kwargs(cat: Catalog, config: TrainConfig, name: str) -> dict[str, Any]:
@@ -210,8 +220,8 @@ def _learner_kwargs(cat: Catalog, config: TrainConfig, name: str) -> dict[str, A
         return {**kw, "arm_values": {a.id: a.coupon_value for a in cat.arms}, "monotone": config.monotone}
     table, names = structured_arm_features(cat)
     kw.update(arm_features=table, uplift_features=config.uplift_features)
-    if config.monotone and name in _GROWS_WITH_VALUE:
-        kw["arm_monotone"] = [1] + [0] * (len(names) - 1)
+    if config.monotone and name in _MONOTONE:
+        kw["arm_monotone"] = [*_MONOTONE[name], *[0] * (len(names) - 2)]
     return kw
 
 

@@ -125,8 +125,9 @@ def test_structured_arms_export_the_catalog_features_with_monotone_value(exp):
     for name in ("spend", "redeem", "buy"):
         assert spec["outcomes"][name]["arm_table"] == [table[a] for a in exp.catalog.arm_ids]
     n_x, n_arm = len(X.columns), len(table["none"])
-    constraint = "monotone_constraints=" + " ".join(["0"] * n_x + ["1"] + ["0"] * (n_arm - 1))
-    for name in ("spend", "redeem", "buy"):
+    for name, value_and_min_spend in (("spend", "1 0"), ("redeem", "1 -1"), ("buy", "1 -1")):
+        zeros = " ".join(["0"] * (n_arm - 2))
+        constraint = f"monotone_constraints={' '.join(['0'] * n_x)} {value_and_min_spend} {zeros}"
         assert constraint in spec["outcomes"][name]["boosters"][0], name
 
 
