@@ -643,6 +643,9 @@ def report_segments(s: dict[str, Any]) -> list[str]:
             lines.append(f"| {band} | {s['band_sizes'].get(band, 0):,} | {r['best']:+.4f} | {r['treated']:.0%} |")
     lines += [
         "",
+        "With a few offers per customer, the bands mostly say whether the customer redeemed a viewed offer (high) or "
+        "not (low); mid needs several views. The high band is worth more to the oracle than the low band.",
+        "",
         "| RFM segment | oracle's incremental profit per customer | share the oracle treats |",
         "|---|---:|---:|",
     ]
@@ -719,7 +722,34 @@ def report_campaign(c: dict[str, Any], budget: float) -> list[str]:
                 "daily thinning).",
             ]
         lines.append("")
-    return lines
+    return [*lines, *campaign_reading(c)]
+
+
+def campaign_reading(c: dict[str, Any]) -> list[str]:
+    """The totals over the live shocks, and what they mean."""
+    windows = ("during the shock", "24 h after it", "to the week's end")
+    added = {
+        w: sum(s["orders"]["shock, automatic campaign"][w] - s["orders"]["shock, no campaign"][w] for s in c["shocks"])
+        for w in windows
+    }
+    lost = sum(s["orders"]["no shock"][windows[0]] - s["orders"]["shock, no campaign"][windows[0]] for s in c["shocks"])
+    camps = [s["campaign"] for s in c["shocks"] if "campaign" in s]
+    profit = sum(x["incremental_profit"] for x in camps)
+    cost = sum(x["expected_cost"] for x in camps)
+    ratios = [x["committed"] / x["expected_cost"] for x in camps if x["expected_cost"] > 0] or [float("nan")]
+    lo, hi = min(ratios), max(ratios)
+    return [
+        f"Reading: over the {len(c['shocks'])} shocks, the shocks cost {lost:,} orders; the automatic campaigns added "
+        f"{added[windows[0]]:,} orders during the shocks, {added[windows[1]]:,} in the 24 hours after them and "
+        f"{added[windows[2]]:,} by the end of the week, for an exact incremental profit of {profit:+,.0f} at an "
+        f"expected cost of {cost:,.0f}. In this world a coupon is seen within 42 hours of the contact and its "
+        "purchase falls at a random time in the rest of the week, so a campaign cannot refill an hourly metric "
+        "during a shock of a few hours; the metric recovered when the shock ended, with or without the campaign, "
+        "and the campaign's value is its profit (positive here, because the policy sends only offers with a "
+        f"positive uplift). Charging the budget at the worst case (every coupon redeemed) committed {lo:.0f} to "
+        f"{hi:.0f} times the expected cost.",
+        "",
+    ]
 
 
 def report_triggers(t: dict[str, Any]) -> list[str]:
