@@ -305,68 +305,93 @@ def batch_cmd(
 EventsOpt = Annotated[
     Path | None, typer.Option(help="Event file (canonical events, .parquet or .csv); default: simulated.")
 ]
-CustomersOpt = Annotated[Path | None, typer.Option(help="Customer table (needed with --events).")]
+CustomersFileOpt = Annotated[
+    Path | None, typer.Option("--customers-file", help="Customer table (needed with --events).")
+]
+AtOpt = Annotated[
+    float | None, typer.Option(help="Point in time (hours); default: 0 on simulated data, else after the last event.")
+]
 
 
 @app.command("segments")
 def segments_cmd(
     events: EventsOpt = None,
-    customers: CustomersOpt = None,
-    n_customers: Annotated[int, typer.Option("--customers-simulated", help="Simulated customers.")] = 10_000,
+    customers_file: CustomersFileOpt = None,
+    customers: Annotated[int, typer.Option(help="Customers of the simulated world.")] = 10_000,
     seed: Annotated[int, typer.Option(help="Seed of the simulated world.")] = 0,
+    at: AtOpt = None,
     by: Annotated[str, typer.Option(help="Report by this segment column.")] = "rfm_segment",
     out: Annotated[Path | None, typer.Option(help="Write the per-customer table here.")] = None,
 ) -> None:
     """RFM scores, lifecycle stages, price sensitivity, channel affinity and tags per customer."""
     from offerlift.automation import run_segments
 
-    _print_json(run_segments(events, customers, n_customers=n_customers, seed=seed, by=by, out=out))
+    _print_json(run_segments(events, customers_file, n_customers=customers, seed=seed, at=at, by=by, out=out))
 
 
 @app.command("abuse")
 def abuse_cmd(
     events: EventsOpt = None,
-    customers: CustomersOpt = None,
-    n_customers: Annotated[int, typer.Option("--customers-simulated", help="Simulated customers.")] = 10_000,
+    customers_file: CustomersFileOpt = None,
+    customers: Annotated[int, typer.Option(help="Customers of the simulated world.")] = 10_000,
     seed: Annotated[int, typer.Option(help="Seed of the simulated world.")] = 0,
+    at: AtOpt = None,
+    exclude_at: Annotated[float, typer.Option(help="Risk at which a customer gets no coupon.")] = 0.8,
+    cap_at: Annotated[float, typer.Option(help="Risk at which coupons are capped.")] = 0.5,
+    cap_value: Annotated[float, typer.Option(help="Largest coupon for capped customers.")] = 5.0,
     out: Annotated[Path | None, typer.Option(help="Write the per-customer risk table here.")] = None,
 ) -> None:
     """Coupon-abuse risk per customer (shared devices and payment accounts, redemption without purchases)."""
     from offerlift.automation import run_abuse
 
-    _print_json(run_abuse(events, customers, n_customers=n_customers, seed=seed, out=out))
+    _print_json(
+        run_abuse(
+            events,
+            customers_file,
+            n_customers=customers,
+            seed=seed,
+            at=at,
+            exclude_at=exclude_at,
+            cap_at=cap_at,
+            cap_value=cap_value,
+            out=out,
+        )
+    )
 
 
 @app.command("monitor")
 def monitor_cmd(
     events: EventsOpt = None,
-    customers: CustomersOpt = None,
-    n_customers: Annotated[int, typer.Option("--customers-simulated", help="Simulated customers.")] = 100_000,
+    customers_file: CustomersFileOpt = None,
+    customers: Annotated[int, typer.Option(help="Customers of the simulated world.")] = 100_000,
     seed: Annotated[int, typer.Option(help="Seed of the simulated world.")] = 0,
     config: Annotated[Path | None, typer.Option(help="Monitor rules YAML (metric, dimension, campaign).")] = None,
-    log_path: Annotated[Path | None, typer.Option(help="JSON-lines log of alerts, starts and stops.")] = None,
+    log: Annotated[Path | None, typer.Option("--log", help="JSON-lines log of alerts, starts and stops.")] = None,
 ) -> None:
     """Early warning: hourly metrics by dimension, alerts that name the dimension, campaigns that start and stop."""
     from offerlift.automation import run_monitor
 
-    _print_json(run_monitor(events, customers, n_customers=n_customers, seed=seed, config=config, log_path=log_path))
+    _print_json(run_monitor(events, customers_file, n_customers=customers, seed=seed, config=config, log_path=log))
 
 
 @app.command("triggers")
 def triggers_cmd(
     events: EventsOpt = None,
-    customers: CustomersOpt = None,
+    customers_file: CustomersFileOpt = None,
     rules: Annotated[Path | None, typer.Option(help="Trigger rules YAML (default: the two built-in rules).")] = None,
-    n_customers: Annotated[int, typer.Option("--customers-simulated", help="Simulated customers.")] = 2_000,
+    customers: Annotated[int, typer.Option(help="Customers of the simulated world.")] = 2_000,
     seed: Annotated[int, typer.Option(help="Seed of the simulated world.")] = 0,
     outbox: Annotated[Path, typer.Option(help="JSON-lines outbox of the file channel adapter.")] = Path(
         "outputs/triggers/outbox.jsonl"
     ),
+    until: Annotated[float | None, typer.Option(help="Fire timers up to this time (hours).")] = None,
 ) -> None:
     """Replay an event stream through real-time trigger rules; decisions go to the channel adapter's outbox."""
     from offerlift.automation import run_triggers
 
-    _print_json(run_triggers(events, customers, rules=rules, n_customers=n_customers, seed=seed, outbox=outbox))
+    _print_json(
+        run_triggers(events, customers_file, rules=rules, n_customers=customers, seed=seed, outbox=outbox, until=until)
+    )
 
 
 def main() -> None:

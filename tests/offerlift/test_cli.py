@@ -119,6 +119,6 @@ def test_every_command_has_help(cmd):
 
 
 def test_abuse_command_prints_a_json_summary():
-    result = runner.invoke(app, ["abuse", "--customers-simulated", "1500"])
+    result = runner.invoke(app, ["abuse", "--customers", "1500"])
     assert result.exit_code == 0, result.output
     assert isinstance(json.loads(result.stdout), dict)
