@@ -11,7 +11,7 @@ What it measures, in one run on one machine:
   p50/p99 at 200 requests/s, then rising rates until p99 passes 50 ms or requests fail or fall behind;
 - the same with SQLite ``synchronous=FULL`` instead of NORMAL, and ablations at the fixed rate: without
   gc.freeze, without TCP_NODELAY, with the handler in a thread instead of inline on the event loop, with
-  BentoML's OpenTelemetry middleware on the API routes.
+  BentoML's OpenTelemetry middleware on the API routes, with SQLite's own WAL checkpoints (inside requests).
 
 The model is a realistic S-learner: spend 300 trees x 63 leaves and redeem 100 trees x 31 leaves on 33 features,
 scored on 21 stacked rows per request. Everything lives in a temporary folder that is removed at the end.
@@ -153,6 +153,7 @@ def floors(settings_data: dict[str, Any], store: pd.DataFrame, n: int) -> dict[s
     settings = load_settings(overrides=settings_data, environ={"OFFERLIFT_API_KEY": KEY})
     decider = Decider(settings)
     champ = decider.load_champion()
+    decider.start_background()  # as in the service: champion polling and the WAL checkpointer
     scorer: ArmScorer = champ.scorer
     ids = list(store.index)
     records = [OnlineStore(settings.online_store_path).get(ids[i]) for i in range(200)]
@@ -171,6 +172,7 @@ def floors(settings_data: dict[str, Any], store: pd.DataFrame, n: int) -> dict[s
     full_data["decision_log_url"] = settings_data["decision_log_url"].replace(".db", "-full.db")
     full = Decider(load_settings(overrides=full_data, environ={"OFFERLIFT_API_KEY": KEY}))
     full.load_champion()
+    full.start_background()
     m = n // 3
     out["Decider.decide, synchronous=FULL"] = summary(time_calls(lambda i: full.decide(ids[picks[i]], ctx), m))
     full.close()
@@ -577,6 +579,7 @@ def main(argv: list[str] | None = None) -> None:
                 ("without TCP_NODELAY", {**base, "tuning": {"tcp_nodelay": False}}),
                 ("handler in a thread", {**base, "tuning": {"inline_handler": False}}),
                 ("OpenTelemetry on the API routes", {**base, "tuning": {"trace_api": True}}),
+                ("SQLite's own checkpoints", {**base, "tuning": {"background_checkpoint": False}}),
             ]
         services = start_services(variants, tmp)
         try:

@@ -223,7 +223,7 @@ class OfferLift:
         self.settings = settings_from_env()
         self.decider = Decider(self.settings)
         self.decider.load_champion()
-        self.decider.start_reloading()
+        self.decider.start_background()
         self._limiter: anyio.CapacityLimiter | None = None
 
     @bentoml.on_startup

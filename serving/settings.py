@@ -91,6 +91,7 @@ class TuningSection(_Section):
     tcp_nodelay: bool = True
     inline_handler: bool = True
     trace_api: bool = False
+    background_checkpoint: bool = True
 
 
 class ServeSettings(_Section):
