@@ -259,7 +259,9 @@ class Checkpointer:
         """One round: a PASSIVE checkpoint, then a complete one under the writer lock if the WAL is long.
         Returns (frames in the WAL, frames checkpointed) after the round."""
         if self._conn is None:
-            self._conn = sqlite3.connect(self.writer.database, timeout=60, isolation_level=None)
+            self._conn = sqlite3.connect(
+                self.writer.database, timeout=60, isolation_level=None, check_same_thread=False
+            )
             self._conn.execute(f"PRAGMA synchronous={self.synchronous}")
         _, frames, done = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         if frames > self.restart_frames:
