@@ -10,7 +10,7 @@ What it measures, in one run on one machine:
   schedule whatever the answers do, and each latency counts from its scheduled time (no coordinated omission):
   p50/p99 at 200 requests/s, then rising rates until p99 passes 50 ms or requests fail or fall behind;
 - the same with SQLite ``synchronous=FULL`` instead of NORMAL, and ablations at the fixed rate: without
-  gc.freeze, without TCP_NODELAY, with the handler in a thread instead of inline on the event loop, with
+  gc.freeze, without TCP_NODELAY, with the handler inline on the event loop instead of in a thread, with
   BentoML's OpenTelemetry middleware on the API routes, with SQLite's own WAL checkpoints (inside requests).
 
 The model is a realistic S-learner: spend 300 trees x 63 leaves and redeem 100 trees x 31 leaves on 33 features,
@@ -359,6 +359,7 @@ def interleaved(services: dict[str, Service], bodies: list[bytes], args: Any) ->
     background load from the neighbours, so their differences are theirs. Also the CPU time per request."""
     phases = {name: Phase(args.rate, 0.0) for name in services}
     cpu = {name: {"server": 0.0, "client": 0.0} for name in services}
+    slice_p99: dict[str, list[float]] = {name: [] for name in services}
     for svc in services.values():
         asyncio.run(run_phase(svc.port, bodies, 100, 2))  # warm-up, discarded
     names = list(services)
@@ -369,6 +370,7 @@ def interleaved(services: dict[str, Service], bodies: list[bytes], args: Any) ->
             part = asyncio.run(run_phase(svc.port, bodies, args.rate, args.slice_seconds))
             cpu[name]["server"] += svc.cpu_seconds() - server0
             cpu[name]["client"] += time.process_time() - client0
+            slice_p99[name].append(part.row()["p99"])
             merged = phases[name]
             merged.seconds += part.seconds
             merged.wall += part.wall
@@ -381,7 +383,7 @@ def interleaved(services: dict[str, Service], bodies: list[bytes], args: Any) ->
     for name, phase in phases.items():
         n = max(1, sum(phase.statuses.values()))
         out[name] = {
-            "fixed": phase.row(),
+            "fixed": {**phase.row(), "slice_p99": statistics.median(slice_p99[name])},
             "cpu": {k: v / n * 1e3 for k, v in cpu[name].items()},
             "ramp": [],
             "best": None,
@@ -451,7 +453,9 @@ def report(info: dict[str, str], floor: dict[str, dict[str, float]], runs: dict[
         "budget charge before the answer, 2 BentoML workers, OMP_NUM_THREADS=1. Open-loop load from one "
         "asyncio process on the same 2 cores: requests leave on a fixed schedule and latency counts from the "
         "scheduled send time. 'Sustained' = no failed request, p99 < 50 ms and answers keeping up with the "
-        "offered rate (a failing step is tried twice).",
+        "offered rate (a failing step is tried twice). The fixed rate runs in slices of a few seconds, variant "
+        "after variant, round after round, so that the neighbours' bursts hit every variant alike; p99 is given "
+        "over all slices and for the median slice (a burst next door spoils one slice, not the variant).",
         "",
         "## Floors (in-process, same run)",
         "",
@@ -464,15 +468,15 @@ def report(info: dict[str, str], floor: dict[str, dict[str, float]], runs: dict[
         "",
         f"## The service at a fixed {args.rate:.0f} requests/s, and the highest rate sustained",
         "",
-        "| variant | p50 ms | p99 ms | max ms | failed | p50 / model call | p99 / model call | p50 / in-process "
-        "decide | CPU ms per request: service + load generator | highest sustained rate |",
+        "| variant | p50 ms | p99 ms (all / median slice) | max ms | failed | p50 / model call | p99 / model call "
+        "| p50 / in-process decide | CPU ms per request: service + load generator | highest sustained rate |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in runs.items():
         f = r["fixed"]
         dec = floor["Decider.decide, synchronous=FULL" if "FULL" in name else "Decider.decide (in-process)"]
         lines.append(
-            f"| {name} | {f['p50']:.2f} | {f['p99']:.2f} | {f['max']:.1f} | {f['failed']:.0f} | "
+            f"| {name} | {f['p50']:.2f} | {f['p99']:.2f} / {f['slice_p99']:.2f} | {f['max']:.1f} | {f['failed']:.0f} | "
             f"{f['p50'] / model['p50']:.1f}x | {f['p99'] / model['p99']:.1f}x | {f['p50'] / dec['p50']:.1f}x | "
             f"{r['cpu']['server']:.2f} + {r['cpu']['client']:.2f} | {_best_text(r)} |"
         )
@@ -519,12 +523,13 @@ def _targets(runs: dict[str, Any], args: Any) -> list[str]:
     if name is None:
         return []
     r = runs[name]
-    p99 = r["fixed"]["p99"]
+    p99, typical = r["fixed"]["p99"], r["fixed"]["slice_p99"]
     best = r.get("best")
     rate = best["offered"] if best else 0.0
     return [
         f"Targets ({name}): p99 <= 15 ms at {args.rate:.0f}/s: {'met' if p99 <= 15 else 'NOT met'} "
-        f"(p99 {p99:.1f} ms); >= 400 decisions/s sustained with p99 < 50 ms: "
+        f"(p99 {p99:.1f} ms over all slices, {typical:.1f} ms in the median slice); "
+        ">= 400 decisions/s sustained with p99 < 50 ms: "
         f"{'met' if rate >= 400 else 'NOT met'} (highest {rate:.0f}/s)."
     ]
 
@@ -535,7 +540,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="short phases, FULL and NORMAL only")
     p.add_argument("--rate", type=float, default=200.0, help="the fixed offered rate (requests/s)")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "serve.md")
-    p.add_argument("--max-minutes", type=float, default=8.0, help="skip the remaining variants after this")
+    p.add_argument("--max-minutes", type=float, default=14.0, help="skip the remaining rising rates after this")
     args = p.parse_args(argv)
     args.rounds = 2 if args.quick else 4
     args.slice_seconds = 3.0 if args.quick else 5.0
@@ -563,7 +568,7 @@ def main(argv: list[str] | None = None) -> None:
         rng = np.random.default_rng(0)
         ids = [store.index[i] if rng.random() > 0.05 else f"new{i}" for i in rng.integers(0, N_CUSTOMERS, 5000)]
         bodies = [json.dumps({"customer_id": c, "context": {"city": "shanghai"}}).encode() for c in ids]
-        print("floors ...", flush=True)
+        print(f"floors ... ({time.monotonic() - t_start:.0f} s)", flush=True)
         floor = floors(
             {**base, "decision_log_url": f"sqlite:///{tmp / 'floor.db'}"}, store, 1500 if args.quick else 3000
         )
@@ -577,11 +582,13 @@ def main(argv: list[str] | None = None) -> None:
             variants += [
                 ("without gc.freeze", {**base, "tuning": {"gc_freeze": False}}),
                 ("without TCP_NODELAY", {**base, "tuning": {"tcp_nodelay": False}}),
-                ("handler in a thread", {**base, "tuning": {"inline_handler": False}}),
+                ("handler on the event loop", {**base, "tuning": {"inline_handler": True}}),
                 ("OpenTelemetry on the API routes", {**base, "tuning": {"trace_api": True}}),
                 ("SQLite's own checkpoints", {**base, "tuning": {"background_checkpoint": False}}),
             ]
+        t0 = time.monotonic()
         services = start_services(variants, tmp)
+        print(f"{len(services)} services up in {time.monotonic() - t0:.0f} s", flush=True)
         try:
             runs = interleaved(services, bodies, args)
             for name in list(services)[2:]:

@@ -39,6 +39,9 @@ from training.train import TrainConfig, fit_spec
 RESULTS = Path(__file__).resolve().parent / "results"
 log = logging.getLogger("sim_learning")
 
+#: Everything after this line in the results file is kept when the script rewrites the table.
+NOTES = "<!-- notes: kept by sim_learning.py -->"
+
 SMALL_TREES = {"num_iterations": 400, "num_leaves": 7, "min_data_in_leaf": 200}
 
 #: name -> (description, configuration); each adds one thing to the one before it (but "t" and "s").
@@ -119,7 +122,8 @@ def table_md(results: list[dict[str, Any]], card: dict[str, Any], ceiling: float
     """Configuration x size -> mean exact value (share of oracle), with the seeds' range."""
     sizes = sorted({r["size"] for r in results})
     oracle, best = card["oracle"], card["best_single_arm_value"]
-    head = "| configuration | " + " | ".join(f"{s:,} units" for s in sizes) + " |"
+    n_seeds = {s: len({r["seed"] for r in results if r["size"] == s}) for s in sizes}
+    head = "| configuration | " + " | ".join(f"{s:,} units ({n_seeds[s]} seeds)" for s in sizes) + " |"
     lines = [head, "|---|" + "---:|" * len(sizes)]
     for name, (desc, _) in CONFIGS.items():
         cells = []
@@ -194,7 +198,11 @@ def write_md(results: list[dict[str, Any]], card: dict[str, Any], ceiling: float
         + table_md(results, card, ceiling)
         + "\n"
     )
-    (RESULTS / "sim_learning.md").write_text(text)
+    path = RESULTS / "sim_learning.md"
+    old = path.read_text() if path.exists() else ""
+    if NOTES in old:  # hand-written findings below the marker survive a re-run
+        text += "\n" + old[old.index(NOTES) :]
+    path.write_text(text)
 
 
 if __name__ == "__main__":

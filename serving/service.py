@@ -11,9 +11,9 @@ What keeps BentoML's own overhead low (see benchmarks/results/serve.md):
 - metrics and access logs off; the API key and the content type are checked by a small ASGI middleware;
 - BentoML's OpenTelemetry middleware skips the API and health routes (``tracing.excluded_urls``): with no
   exporter configured it still cost about 0.25 ms of CPU per request, a third of BentoML's own cost;
-- ``/decide`` runs inline on the worker's event loop (about 1 ms of CPU, no thread hop and no GIL ping-pong
-  between the loop and a handler thread); ``tuning.inline_handler: false`` runs it in a thread instead.
-  ``/outcomes`` (batches of up to 10,000 events) always runs in BentoML's handler thread.
+- ``/decide`` runs in one handler thread per worker, so the event loop keeps reading requests while a decision
+  waits for the writer lock; ``tuning.inline_handler: true`` runs it on the loop instead (same CPU, worse tail
+  latency in the interleaved benchmark). ``/outcomes`` always runs in BentoML's handler thread.
 
 Customer ids never reach the logs in plain text: our own logs hash them, and a log filter removes the request
 body from BentoML's log of validation errors.

@@ -89,7 +89,7 @@ class TuningSection(_Section):
 
     gc_freeze: bool = True
     tcp_nodelay: bool = True
-    inline_handler: bool = True
+    inline_handler: bool = False
     trace_api: bool = False
     background_checkpoint: bool = True
 
