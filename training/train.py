@@ -298,11 +298,14 @@ def train_model(exp: Experiment, config: TrainConfig, registry: RegistrySettings
     metrics["train_seconds"] = time.perf_counter() - t0
     result = TrainResult(spec, metrics, policy, ranking, held)
     if registry is not None:
-        _log_and_register(result, exp, config, registry)
+        log_and_register(result, exp, config, registry)
     return result
 
 
-def _log_and_register(result: TrainResult, exp: Experiment, config: TrainConfig, registry: RegistrySettings) -> None:
+def log_and_register(result: TrainResult, exp: Experiment, config: TrainConfig, registry: RegistrySettings) -> None:
+    """Log `result` (parameters, metrics, evaluation tables, plots, the scorer model) to MLflow as one run and
+    register its model under ``registry.model_name`` as the challenger (and the champion when there is none yet);
+    sets ``result.run_id``, ``model_uri`` and ``version``."""
     import mlflow
 
     from features.model_io import log_scorer_model
