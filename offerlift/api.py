@@ -247,16 +247,8 @@ def run_loop(
     return result
 
 
-def loop(
-    rounds: int = 6,
-    customers: int = 10_000,
-    seed: int = 0,
-    learner: str = "s",
-    workdir: str | Path = "outputs/loop",
-    tracking_uri: str | None = None,
-) -> dict[str, Any]:
-    """The CLI's name for `run_loop` (default model settings)."""
-    return run_loop(rounds, customers, seed, learner, workdir, tracking_uri)
+#: The CLI's name for `run_loop`.
+loop = run_loop
 
 
 def loop_table(result: dict[str, Any]) -> pd.DataFrame:
