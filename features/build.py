@@ -26,6 +26,11 @@ Features (hours are the data set's hours; "before t" always means ``time < t``):
 
 Everything is vectorized: events are sorted once by (customer, time) and every unit is located with
 ``np.searchsorted``; per-customer running sums make each feature depend on that customer's earlier events only.
+
+Event kinds (:data:`EVENT_KINDS`): the four the features read (:data:`FEATURE_KINDS`: transaction,
+offer_received, offer_viewed, offer_completed) and the activity kinds :data:`ACTIVITY_KINDS` (``app_open``: the
+customer is active in the app; ``signup``: the account was created), which the real-time triggers read
+(`serving.triggers`) and every feature ignores. Activity events carry ``amount`` 0.0, ``reward`` 0.0 and no offer.
 """
 
 from __future__ import annotations
@@ -40,7 +45,9 @@ from features.errors import SchemaError
 
 log = logging.getLogger(__name__)
 
-EVENT_KINDS = ("transaction", "offer_received", "offer_viewed", "offer_completed")
+FEATURE_KINDS = ("transaction", "offer_received", "offer_viewed", "offer_completed")  # what the features read
+ACTIVITY_KINDS = ("app_open", "signup")  # activity for the real-time triggers; no feature reads them
+EVENT_KINDS = FEATURE_KINDS + ACTIVITY_KINDS  # every valid ``event`` value of the canonical stream
 EVENT_COLUMNS = ("customer_id", "time", "event", "amount", "offer_id", "reward")
 LIFECYCLE_STAGES = ("never_bought", "potential", "regular", "repeat", "loyal")
 REGULAR_MIN_TX = 2  # transactions needed to be "regular"
@@ -152,11 +159,12 @@ def _check_as_of(as_of: pd.DataFrame) -> pd.DataFrame:
 
 
 def event_indexes(events: pd.DataFrame) -> dict[str, EventIndex]:
-    """One :class:`EventIndex` per event kind, keyed by customer, with the amount and reward running sums."""
+    """One :class:`EventIndex` per kind the features read (:data:`FEATURE_KINDS`), keyed by customer, with the
+    amount and reward running sums. Activity events (``app_open``, ``signup``) are valid and ignored."""
     check_events(events)
     out: dict[str, EventIndex] = {}
     kind = events["event"].to_numpy(dtype=object)
-    for k in EVENT_KINDS:
+    for k in FEATURE_KINDS:
         sub = events.loc[kind == k]
         values = {
             "amount": pd.to_numeric(sub["amount"], errors="coerce").fillna(0.0).to_numpy(dtype=float),

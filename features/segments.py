@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.build import EVENT_KINDS, check_events, latest_features
+from features.build import FEATURE_KINDS, check_events, latest_features
 from features.catalog import Catalog
 from features.errors import ConfigError, SchemaError
 
@@ -203,13 +203,14 @@ def _usable(customers: pd.DataFrame, channel: str, consent: str | None) -> np.nd
 
 
 def canonical(events: pd.DataFrame) -> pd.DataFrame:
-    """The canonical events only (a stream may also carry activity kinds such as app_open), validated."""
-    if isinstance(events, pd.DataFrame) and "event" in events.columns:
-        known = events["event"].isin(EVENT_KINDS).to_numpy()
-        if not known.all():
-            log.debug("ignoring %d events of non-canonical kinds", int((~known).sum()))
-            events = events.loc[known]
-    return check_events(events)
+    """The events the features read, validated: activity kinds of the contract (``app_open``, ``signup``, see
+    `features.build.ACTIVITY_KINDS`) are dropped; an unknown kind is a SchemaError."""
+    check_events(events)
+    known = events["event"].isin(FEATURE_KINDS).to_numpy()
+    if not known.all():
+        log.debug("ignoring %d activity events", int((~known).sum()))
+        events = events.loc[known]
+    return events
 
 
 def _before(events: pd.DataFrame, at: float | None) -> pd.DataFrame:

@@ -77,6 +77,19 @@ def test_abuse_features_on_hand_made_events(small):
     assert f.loc["c", "redeem_share"] == pytest.approx(p_share)
 
 
+def test_activity_events_change_no_abuse_feature(small):
+    events, customers = small
+    activity = ev(
+        [(c, t, kind, 0.0, None, 0.0, None) for c in ("a", "b", "c", "z") for t in (0.0, 4.0, 5.0) for kind in
+         ("app_open", "signup")]
+    )  # fmt: skip
+    mixed = pd.concat([activity, events], ignore_index=True)
+    want = abuse_features(events, customers, at=10.0, catalog=CATALOG)
+    pd.testing.assert_frame_equal(abuse_features(mixed, customers, at=10.0, catalog=CATALOG), want)
+    with pytest.raises(SchemaError, match="'event'"):
+        abuse_features(mixed.assign(event="app_close"), customers)
+
+
 def test_without_a_catalog_the_threshold_columns_are_neutral(small):
     events, customers = small
     f = abuse_features(events, customers.drop(columns=["device_id", "payment_id"]))

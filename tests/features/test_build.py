@@ -9,9 +9,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from features.build import (
+    ACTIVITY_KINDS,
+    EVENT_KINDS,
     LIFECYCLE_STAGES,
     EventIndex,
     build_features,
+    check_events,
     event_indexes,
     latest_features,
     lifecycle_stage,
@@ -214,3 +217,45 @@ def test_prebuilt_indexes_give_the_same_features() -> None:
         build_features(events, customers, as_of),
         build_features(events, customers, as_of, indexes=event_indexes(events)),
     )
+
+
+def activity_events(rng: np.random.Generator, n: int, customers: list[str], horizon: float = 60 * 24.0) -> pd.DataFrame:
+    """Random app_open and signup events on the same coarse time grid as `make_events` (ties with units)."""
+    return pd.DataFrame(
+        {
+            "customer_id": rng.choice(customers, n),
+            "time": rng.integers(0, int(horizon / 12), n) * 12.0,
+            "event": rng.choice(ACTIVITY_KINDS, n),
+            "amount": 0.0,
+            "offer_id": None,
+            "reward": 0.0,
+            "channel": None,
+        }
+    )
+
+
+def test_activity_events_are_valid_and_in_the_contract() -> None:
+    assert set(ACTIVITY_KINDS) == {"app_open", "signup"} and set(ACTIVITY_KINDS) <= set(EVENT_KINDS)
+    events = activity_events(np.random.default_rng(0), 10, ["a", "b"])
+    assert check_events(events) is events
+    bad = events.assign(event=["app_open"] * 9 + ["app_close"])
+    with pytest.raises(SchemaError, match="'event'") as info:
+        check_events(bad)
+    assert info.value.rows == [9]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), n_activity=st.integers(1, 200))
+def test_activity_events_change_no_feature(seed: int, n_activity: int) -> None:
+    """app_open and signup events (also at the units' own times, also of unknown customers) move no feature."""
+    rng = np.random.default_rng(seed)
+    ids = [f"c{i}" for i in range(6)]
+    events, customers = make_events(rng, 150, ids), make_customers(ids)
+    as_of = make_units(rng, 30, ids)
+    events = events.sort_values("time", kind="stable", ignore_index=True)
+    mixed = pd.concat([events, activity_events(rng, n_activity, [*ids, "newcomer"])], ignore_index=True)
+    mixed = mixed.sort_values("time", kind="stable", ignore_index=True)  # interleaved, same order of the rest
+    want = build_features(events, customers, as_of)
+    pd.testing.assert_frame_equal(build_features(mixed, customers, as_of), want, check_exact=True)
+    online = latest_features(mixed, customers, ids, at=900.0)
+    pd.testing.assert_frame_equal(online, latest_features(events, customers, ids, at=900.0), check_exact=True)
