@@ -1,0 +1,272 @@
+"""Training the S-learner on many rows on one machine: Parquet read in chunks into one preallocated float matrix.
+
+`fit_large_spec` fits the same model as `training.train.fit_spec` with ``TrainConfig(learner="s")`` (one LightGBM
+booster per outcome on the features followed by the arm's features: one-hot of the treatment arms and the coupon
+value, or the coupon value alone with ``monotone``), and returns the same scorer spec, but it never holds the data
+as pandas frames: Parquet record batches are encoded straight into a preallocated matrix (float32 by default: half
+the memory of float64), LightGBM bins that matrix once, the matrix is freed, and every outcome trains on the one
+binned Dataset with its own label. Peak memory is about the matrix (rows x columns x 4 bytes) plus LightGBM's bins
+(rows x columns x 1 byte), and no copy of it is ever made.
+
+With ``dtype=np.float64`` the boosters are identical to `fit_spec`'s on the same rows (tested). With float32
+(the default) the feature values LightGBM bins are rounded to float32 first, so a bin boundary can move between
+two values that float32 no longer tells apart: predictions agree closely but not bit for bit (tested too).
+
+For data beyond one machine, `training.train_dask.fit_dask_spec` trains with lightgbm.dask on a cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from features.catalog import Catalog
+from features.errors import ConfigError, DataError
+from features.scoring import FORMAT, ArmScorer, FeatureSpec
+from training.learners_base import lgb_params
+
+log = logging.getLogger(__name__)
+
+#: Rows per Parquet record batch while encoding.
+BATCH_ROWS = 262_144
+
+
+def _files(source: str | Path | Sequence[str | Path]) -> list[Path]:
+    """The Parquet files of `source` (a file, a directory of ``*.parquet`` files, or a list of files)."""
+    items = [source] if isinstance(source, str | Path) else list(source)
+    files: list[Path] = []
+    for item in map(Path, items):
+        if item.is_dir():
+            files.extend(sorted(item.glob("*.parquet")))
+        elif item.exists():
+            files.append(item)
+        else:
+            raise DataError(f"training data not found: {item}")
+    if not files:
+        raise DataError(f"no Parquet files in {source}")
+    return files
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
+def scan_feature_spec(files: Sequence[Path], columns: Sequence[str]) -> FeatureSpec:
+    """The FeatureSpec of Parquet columns: text (or dictionary of text) columns are categorical with their sorted
+    distinct values (one pass over those columns only), numeric and boolean columns stay numbers."""
+    schema = pq.read_schema(files[0])
+    missing = [c for c in columns if c not in schema.names]
+    if missing:
+        raise DataError(f"columns missing from the training data: {missing}")
+    text = [c for c in columns if _is_text(schema.field(c).type)]
+    other = [c for c in columns if c not in text]
+    for c in other:
+        kind = schema.field(c).type
+        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)):
+            raise DataError(f"feature column {c!r} has type {kind}, which is neither numeric nor text")
+    values: dict[str, set[str]] = {c: set() for c in text}
+    for path in files:
+        for batch in pq.ParquetFile(path).iter_batches(BATCH_ROWS, columns=text):
+            for c in text:
+                col = batch.column(c)
+                uniq = col.dictionary if pa.types.is_dictionary(col.type) else pc.unique(col)
+                values[c].update(v for v in uniq.to_pylist() if v is not None)
+    return FeatureSpec(tuple(columns), {c: tuple(sorted(values[c])) for c in text})
+
+
+def _codes(col: pa.Array, levels: Sequence[str]) -> np.ndarray:
+    """Float codes of a text column in `levels` (unknown values and nulls -> NaN)."""
+    if pa.types.is_dictionary(col.type):
+        lookup = pd.Index(levels).get_indexer(col.dictionary.to_pylist()).astype(np.float64)
+        lookup[lookup < 0] = np.nan
+        if not len(lookup):
+            return np.full(len(col), np.nan)
+        out = lookup[col.indices.fill_null(0).to_numpy(zero_copy_only=False)]
+        if col.null_count:
+            out[col.is_null().to_numpy(zero_copy_only=False)] = np.nan
+        return out
+    found = pc.index_in(col, value_set=pa.array(list(levels), type=col.type))
+    return found.to_numpy(zero_copy_only=False).astype(np.float64)
+
+
+def encode_batch(batch: pa.RecordBatch, spec: FeatureSpec, out: np.ndarray) -> None:
+    """Write the features of `batch` into `out` (rows of the batch, columns in spec order), as
+    `FeatureSpec.encode` would encode the same rows as a pandas frame."""
+    for j, name in enumerate(spec.columns):
+        col = batch.column(name)
+        if name in spec.categories:
+            out[:, j] = _codes(col, spec.categories[name])
+        else:
+            out[:, j] = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
+
+
+def _arm_codes(col: pa.Array, arm_ids: Sequence[str]) -> np.ndarray:
+    """Each row's arm position in `arm_ids`; DataError names an unknown or missing arm."""
+    if col.null_count:
+        raise DataError("arm is missing on some rows of the training data")
+    codes = _codes(col, arm_ids)
+    bad = np.isnan(codes)
+    if bad.any():
+        raise DataError(f"unknown arm {col[int(np.flatnonzero(bad)[0])].as_py()!r} (known arms: {list(arm_ids)})")
+    return codes.astype(np.int16)
+
+
+def _label(col: pa.Array, name: str) -> np.ndarray:
+    """An outcome column as float64; DataError on a missing or non-finite value."""
+    arr = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
+    if not np.isfinite(arr).all():
+        raise DataError(f"outcome {name!r} has a missing or non-finite value")
+    return arr
+
+
+def build_matrix(
+    files: Sequence[Path],
+    spec: FeatureSpec,
+    table: np.ndarray,
+    arm_ids: Sequence[str],
+    outcomes: Sequence[str],
+    dtype: Any = np.float32,
+    batch_rows: int = BATCH_ROWS,
+) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """The S-learner's training matrix ``[features, table[arm]]`` in `dtype`, the outcome labels (float32) and
+    each row's arm code, filled batch by batch into preallocated arrays."""
+    n = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    p, k = len(spec.columns), table.shape[1]
+    Z = np.empty((n, p + k), dtype=dtype)
+    labels = {o: np.empty(n, dtype=np.float32) for o in outcomes}
+    arms = np.empty(n, dtype=np.int16)
+    buf = np.empty((batch_rows, p), dtype=np.float64)
+    columns = [*spec.columns, "arm", *outcomes]
+    lo = 0
+    for path in files:
+        for batch in pq.ParquetFile(path).iter_batches(batch_rows, columns=columns):
+            m = batch.num_rows
+            encode_batch(batch, spec, buf[:m])
+            Z[lo : lo + m, :p] = buf[:m]
+            arms[lo : lo + m] = _arm_codes(batch.column("arm"), arm_ids)
+            Z[lo : lo + m, p:] = table[arms[lo : lo + m]]
+            for o in outcomes:
+                labels[o][lo : lo + m] = _label(batch.column(o), o)
+            lo += m
+    return Z, labels, arms
+
+
+def s_arm_table(catalog: Catalog, monotone: bool = False) -> np.ndarray:
+    """The S-learner's arm features, as `training.learners.SLearner` with ``arm_values`` = coupon values: one-hot
+    of the treatment arms and the coupon value, or (``monotone``) the coupon value alone."""
+    values = np.array([a.coupon_value for a in catalog.arms], dtype=np.float64)[:, None]
+    if monotone:
+        return values
+    return np.hstack([np.eye(len(catalog.arms))[:, 1:], values])
+
+
+def _check_arm_rows(arms: np.ndarray, arm_ids: Sequence[str], min_rows: int) -> None:
+    counts = np.bincount(arms, minlength=len(arm_ids))
+    for a, c in zip(arm_ids, counts, strict=True):
+        if c < min_rows:
+            raise DataError(f"arm {a!r} has {c} rows, fewer than min_arm_rows={min_rows}")
+
+
+def fit_large_spec(
+    source: str | Path | Sequence[str | Path],
+    catalog: Catalog,
+    outcomes: Sequence[str],
+    value_outcome: str,
+    feature_columns: Sequence[str],
+    params: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    monotone: bool = False,
+    dtype: Any = np.float32,
+    feature_spec: FeatureSpec | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    batch_rows: int = BATCH_ROWS,
+) -> dict[str, Any]:
+    """Fit the S-learner's outcome boosters on Parquet data and return the scorer spec.
+
+    Args:
+        source: a Parquet file, a directory of them, or a list of files; one row per unit with `feature_columns`,
+            ``arm`` (arm ids of `catalog`) and `outcomes`.
+        catalog: the arms (control first).
+        outcomes: outcome columns to model; 0/1 columns get a binary objective and predictions clipped to [0, 1].
+        value_outcome: the outcome that carries money value (one of `outcomes`).
+        feature_columns: model features, in order.
+        params: LightGBM parameters over `training.learners_base.DEFAULT_LGB_PARAMS`.
+        seed: LightGBM seed.
+        monotone: the arm enters as its coupon value only, predictions non-decreasing in it.
+        dtype: np.float32 (half the memory) or np.float64 (boosters identical to `fit_spec`'s).
+        feature_spec: column order and categorical levels (default: scanned from the data, sorted levels).
+        metadata: stored in the spec; the spec's ``metadata.timings`` gets the seconds of each stage.
+        batch_rows: rows per record batch while reading.
+    """
+    if value_outcome not in outcomes:
+        raise ConfigError(f"value_outcome {value_outcome!r} is not among the outcomes {list(outcomes)}")
+    if np.dtype(dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ConfigError(f"dtype must be float32 or float64, got {np.dtype(dtype)}")
+    files = _files(source)
+    names = pq.read_schema(files[0]).names
+    missing = [c for c in [*feature_columns, "arm", *outcomes] if c not in names]
+    if missing:
+        raise DataError(f"columns missing from the training data: {missing}")
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    spec_f = feature_spec or scan_feature_spec(files, feature_columns)
+    table = s_arm_table(catalog, monotone)
+    Z, labels, arms = build_matrix(files, spec_f, table, catalog.arm_ids, outcomes, dtype, batch_rows)
+    _check_arm_rows(arms, catalog.arm_ids, 20)
+    del arms
+    timings["read_encode"] = time.perf_counter() - t0
+    kinds = {o: "binary" if np.isin(labels[o], (0.0, 1.0)).all() else "continuous" for o in outcomes}
+    p = len(spec_f.columns)
+    first = lgb_params(params, kinds[outcomes[0]], seed)
+    t0 = time.perf_counter()
+    ds = lgb.Dataset(
+        Z, label=labels[outcomes[0]], params=first, categorical_feature=spec_f.categorical_indices or "auto"
+    )
+    del Z  # the Dataset holds the only reference; LightGBM frees it once binned (free_raw_data)
+    ds.construct()
+    timings["bin"] = time.perf_counter() - t0
+    specs: dict[str, dict[str, Any]] = {}
+    for name in outcomes:
+        t0 = time.perf_counter()
+        params_o = lgb_params(params, kinds[name], seed)
+        if monotone:
+            params_o["monotone_constraints"] = [0] * p + [1]
+        ds.set_label(labels.pop(name))
+        booster = lgb.train(params_o, ds)
+        specs[name] = {
+            "kind": "s",
+            "boosters": [booster.model_to_string()],
+            "arm_table": table.tolist(),
+            "clip": [0.0, 1.0] if kinds[name] == "binary" else None,
+        }
+        timings[f"train_{name}"] = time.perf_counter() - t0
+        log.info("fitted %s on %d rows in %.1fs", name, ds.num_data(), timings[f"train_{name}"])
+    spec = {
+        "format": FORMAT,
+        "arms": catalog.arm_ids,
+        "catalog": catalog.to_dict(),
+        "feature_spec": spec_f.to_dict(),
+        "outcomes": specs,
+        "value_outcome": value_outcome,
+        "metadata": {
+            **dict(metadata or {}),
+            "trainer": "train_large",
+            "learner": "s",
+            "dtype": np.dtype(dtype).name,
+            "timings": timings,
+        },
+    }
+    ArmScorer(spec)  # the spec must load
+    return spec
