@@ -1,314 +1,96 @@
 """Real-time triggers: event rules over a stream call the decision policy and send through a channel adapter.
 
-A :class:`TriggerRule` arms a timer for a customer on a *start* event and fires it ``wait_hours`` later unless a
-*cancel* event (by default a transaction) came first, e.g.
+Rules (:class:`TriggerRule`, `serving.trigger_rules`) arm a timer per customer on a start event and fire it after
+a wait unless a cancel event came first, e.g. "active in the app and no order within 5 minutes"
+(:data:`ACTIVE_NO_ORDER`) or "new customer with no first order after 3 days" (:data:`NEW_NO_FIRST_ORDER`;
+:func:`signup_events` makes its start events from ``customers.signup_time``). Events follow the canonical contract
+(`features.build`); the activity kinds ``app_open`` and ``signup`` are part of it. Times are hours, as in the events.
 
-- "active in the app and no order within 5 minutes": start ``app_open``, wait 5/60 h (:data:`ACTIVE_NO_ORDER`);
-- "new customer with no first order after 3 days": start ``signup``, wait 72 h, only for customers who never
-  bought (:data:`NEW_NO_FIRST_ORDER`; :func:`signup_events` makes the start events from ``customers.signup_time``).
+:class:`TriggerEngine` evaluates the rules: `on_event` (one event) fires the timers due before the event and
+then applies it; `feed` does the same for a batch in time order, in one state transaction (the service's
+``POST /events``); `advance` fires the timers due by a time (``POST /events/flush`` and the service's tick);
+:func:`replay` runs a whole event file or frame. A firing passes, in order: the rule's cooldown per customer, the
+engine's contact cap per customer (sent messages in a window), the decision (any ``decide(customer_id,
+context)``: the service's `serving.decider.Decider.decide`, or `serving.trigger_decide.PolicyDecider` around the
+pure policy), a channel check (the rule's channels and arms) and a consent check (the customers' consent flags,
+when the engine has them) before the channel adapter (`serving.trigger_channels`) sends. Each firing is returned
+and kept in ``engine.firings`` (the last `keep` of them) with its status: ``sent``, ``no_offer``, ``cooldown``,
+``capped``, ``blocked_channel``, ``blocked_consent`` or ``failed``.
 
-Triggers read the canonical events plus two activity kinds the canonical contract does not have yet: ``app_open``
-(the customer is active in the app) and ``signup``. Times are hours, as in the events.
-
-:class:`TriggerEngine` evaluates the rules: `on_event` (one event, for the service's endpoint) fires the timers
-due before the event and then applies it; `advance` fires the timers due by a time; :func:`replay` runs a whole
-event file or frame. A firing passes, in order: the rule's cooldown per customer, the engine's contact cap per
-customer (sent messages in a window), the decision (any ``decide(customer_id, context)``: the service's
-`serving.decider.Decider.decide`, or :class:`PolicyDecider` around the pure policy), a channel check (the rule's
-channels) and a consent check (the customers' consent flags, when the engine has them) before the channel
-adapter sends. Each firing is returned and kept in ``engine.firings`` with its status: ``sent``, ``no_offer``,
-``cooldown``, ``capped``, ``blocked_channel``, ``blocked_consent`` or ``failed``.
+The state (timers, buyers, last firings, sent messages, the stream's clock) lives in memory by default, or in
+SQLite (`serving.trigger_state.SqliteState`) when several processes share it. Events older than the stream's
+time are refused (``late="reject"``, replays) or applied without moving the clock (``late="apply"``, the
+service: a late order still cancels a timer that has not fired yet).
 """
 
 from __future__ import annotations
 
-import heapq
-import json
 import logging
-import threading
+import math
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from features.catalog import Catalog
 from features.errors import ConfigError, DataError, SchemaError
-from serving.policy import PolicyConfig, decide, holdout_unit
-from serving.rules import Rules, allowed_arms
+from serving.trigger_channels import (
+    ChannelAdapter,
+    FileAdapter,
+    LogAdapter,
+    Message,
+    RoutingAdapter,
+    SendResult,
+    make_adapter,
+)
+from serving.trigger_decide import (
+    Decide,
+    PolicyDecider,
+    Scores,
+    TriggerDecision,
+    as_decision,
+    constant_scores,
+)
+from serving.trigger_rules import ACTIVE_NO_ORDER, NEW_NO_FIRST_ORDER, TriggerRule, load_trigger_rules
+from serving.trigger_state import MemoryState, SqliteState, Timer, TriggerState
+
+__all__ = [
+    "ACTIVE_NO_ORDER",
+    "NEW_NO_FIRST_ORDER",
+    "ChannelAdapter",
+    "Decide",
+    "FeedResult",
+    "FileAdapter",
+    "Firing",
+    "LogAdapter",
+    "MemoryState",
+    "Message",
+    "PolicyDecider",
+    "RoutingAdapter",
+    "Scores",
+    "SendResult",
+    "SqliteState",
+    "TriggerDecision",
+    "TriggerEngine",
+    "TriggerRule",
+    "TriggerState",
+    "as_decision",
+    "constant_scores",
+    "firings_frame",
+    "load_trigger_rules",
+    "make_adapter",
+    "read_events",
+    "replay",
+    "signup_events",
+]
 
 log = logging.getLogger(__name__)
 
 HOUR_S = 3600.0
-
-
-@dataclass(frozen=True)
-class TriggerRule:
-    """An event rule (see the module doc).
-
-    Attributes:
-        start: event kinds that arm the timer.
-        wait_hours: the timer fires this long after the start unless cancelled.
-        cancel: event kinds that disarm the customer's timer.
-        first_order_only: only customers with no transaction seen so far (the "new customer" rules).
-        restart: a start event while armed restarts the wait (default: the first start counts).
-        cooldown_hours: at most one firing per customer and rule in this time.
-        channels: channels the rule may send on (empty: any); passed to the decision as ``context["channels"]``.
-        arms: arms the rule may send (empty: any); passed as ``context["arms"]``.
-    """
-
-    name: str
-    start: tuple[str, ...]
-    wait_hours: float
-    cancel: tuple[str, ...] = ("transaction",)
-    first_order_only: bool = False
-    restart: bool = False
-    cooldown_hours: float = 24.0
-    channels: tuple[str, ...] = ()
-    arms: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if not self.start or self.wait_hours < 0 or self.cooldown_hours < 0:
-            raise ConfigError(f"trigger {self.name!r}: needs start events, wait_hours >= 0 and cooldown_hours >= 0")
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TriggerRule:
-        """Build from YAML; ``wait_minutes`` may replace ``wait_hours``; ConfigError names unknown keys."""
-        d = dict(d)
-        if "wait_minutes" in d:
-            d["wait_hours"] = float(d.pop("wait_minutes")) / 60.0
-        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ConfigError(f"trigger: unknown keys {unknown}; known keys are {sorted(cls.__dataclass_fields__)}")
-        for key in ("start", "cancel", "channels", "arms"):
-            if key in d:
-                d[key] = (d[key],) if isinstance(d[key], str) else tuple(d[key] or ())
-        try:
-            return cls(**d)
-        except TypeError as exc:
-            raise ConfigError(f"trigger {d!r}: {exc}") from None
-
-
-ACTIVE_NO_ORDER = TriggerRule("active_no_order", start=("app_open",), wait_hours=5 / 60, channels=("push", "sms"))
-NEW_NO_FIRST_ORDER = TriggerRule(
-    "new_no_first_order", start=("signup",), wait_hours=72.0, first_order_only=True, cooldown_hours=24.0 * 365
-)
-
-
-def load_trigger_rules(path: str | Path) -> list[TriggerRule]:
-    """Rules from a YAML file with a ``triggers:`` list."""
-    import yaml
-
-    try:
-        spec = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read trigger rules {str(path)!r}: {exc}") from exc
-    if not isinstance(spec, Mapping) or not isinstance(spec.get("triggers"), list):
-        raise ConfigError(f"trigger rules {str(path)!r}: expected a mapping with a 'triggers' list")
-    return [TriggerRule.from_dict(r) for r in spec["triggers"]]
-
-
-@dataclass(frozen=True)
-class Message:
-    """What a channel adapter sends."""
-
-    customer_id: str
-    channel: str
-    arm: str
-    offer_id: str | None
-    decision_id: str | None
-    trigger: str
-    time: float
-
-
-@dataclass(frozen=True)
-class SendResult:
-    """The adapter's answer: ``sent`` or ``failed`` and a detail."""
-
-    status: str
-    detail: str = ""
-
-
-class ChannelAdapter(Protocol):
-    """Sends one message on its channel."""
-
-    def send(self, message: Message) -> SendResult: ...
-
-
-class FileAdapter:
-    """Appends each message as one JSON line to a file (the embedded default: an outbox another system reads)."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-
-    def send(self, message: Message) -> SendResult:
-        with self._lock, self.path.open("a") as fh:
-            fh.write(json.dumps(asdict(message)) + "\n")
-        return SendResult("sent", str(self.path))
-
-
-class LogAdapter:
-    """Logs each message (a dry run)."""
-
-    def send(self, message: Message) -> SendResult:
-        log.info("trigger %s -> %s on %s (%s)", message.trigger, message.arm, message.channel, message.decision_id)
-        return SendResult("sent", "log")
-
-
-class RoutingAdapter:
-    """Sends each message with the adapter of its channel, else with the default adapter."""
-
-    def __init__(self, by_channel: Mapping[str, ChannelAdapter], default: ChannelAdapter | None = None):
-        self.by_channel = dict(by_channel)
-        self.default = default or LogAdapter()
-
-    def send(self, message: Message) -> SendResult:
-        return self.by_channel.get(message.channel, self.default).send(message)
-
-
-@dataclass(frozen=True)
-class TriggerDecision:
-    """The part of a decision a trigger needs."""
-
-    arm: str
-    channel: str | None
-    offer_id: str | None
-    decision_id: str | None = None
-
-
-def as_decision(d: Any) -> TriggerDecision:
-    """A TriggerDecision from the service's Decision, a mapping, or a TriggerDecision."""
-    if isinstance(d, TriggerDecision):
-        return d
-    get = d.get if isinstance(d, Mapping) else lambda k, default=None: getattr(d, k, default)
-    return TriggerDecision(str(get("arm")), get("channel"), get("offer_id"), get("decision_id"))
-
-
-Decide = Callable[[str, Mapping[str, Any]], Any]
-Scores = Callable[[list[str], float], tuple[np.ndarray, np.ndarray]]
-
-
-class PolicyDecider:
-    """``decide(customer_id, context)`` (and `decide_many`) with the pure policy, the rules and an optional mask.
-
-    Args:
-        catalog: the arms.
-        customers: attributes per customer (index customer_id): consent/reach flags, city, tier, lifecycle_stage.
-        scores: (customer ids, time) -> (incremental profit, expected cost), each (n, K).
-        rules: eligibility, consent and caps (caps count ``context["contacts"]``: sent messages per channel).
-        policy: holdout and exploration shares (default: none, a pure greedy choice).
-        extra_mask: optional (customer ids) -> (n, K) bool, e.g. rows of `features.abuse.abuse_mask`.
-        seed: seed of the exploration draws.
-    """
-
-    def __init__(
-        self,
-        catalog: Catalog,
-        customers: pd.DataFrame,
-        scores: Scores,
-        rules: Rules = Rules(),
-        policy: PolicyConfig = PolicyConfig(holdout=0.0, explore=0.0),
-        extra_mask: Callable[[list[str]], np.ndarray] | None = None,
-        seed: int = 0,
-    ):
-        self.catalog, self.customers, self.scores, self.rules, self.policy = catalog, customers, scores, rules, policy
-        self.extra_mask = extra_mask
-        self._rng = np.random.default_rng(seed)
-        self._n = 0
-        self._worst = np.array([0.0 if a.is_control else a.redeem_cost + a.contact_cost for a in catalog.arms])
-        self._subset: dict[tuple, np.ndarray] = {}
-        self._columns: dict[str, np.ndarray] | None = None
-        self._pos: dict[str, int] = {}
-
-    def __call__(self, customer_id: str, context: Mapping[str, Any]) -> TriggerDecision:
-        arm_idx, _ = self._decide([str(customer_id)], context)
-        arm = self.catalog.arms[int(arm_idx[0])]
-        return TriggerDecision(
-            arm.id,
-            None if arm.channel is None else arm.channel.id,
-            None if arm.offer is None else arm.offer.id,
-            f"pd-{self._n:08d}",
-        )
-
-    def _arm_subset(self, arms: Sequence[str], channels: Sequence[str]) -> np.ndarray:
-        key = (tuple(arms), tuple(channels))
-        if key not in self._subset:
-            ok = [
-                a.is_control
-                or (
-                    (not arms or a.id in arms)
-                    and (not channels or (a.channel is not None and a.channel.id in channels))
-                )
-                for a in self.catalog.arms
-            ]
-            self._subset[key] = np.array(ok, dtype=bool)
-        return self._subset[key]
-
-    def _attributes(self, ids: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Attribute columns of `ids` (None for unknown customers) and which ids are known, without pandas."""
-        if self._columns is None:
-            self._columns = {str(c): self.customers[c].to_numpy(dtype=object) for c in self.customers.columns}
-            self._pos = {str(c): i for i, c in enumerate(self.customers.index)}
-        pos = np.array([self._pos.get(c, -1) for c in ids], dtype=np.int64)
-        known = pos >= 0
-        cols = {k: np.where(known, v[np.maximum(pos, 0)], None) for k, v in self._columns.items()}
-        return cols, known
-
-    def _decide(self, ids: list[str], context: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-        n = len(ids)
-        attrs, known = self._attributes(ids)
-        contacts = {ch: np.full(n, c) for ch, c in (context.get("contacts") or {}).items()}
-        mask = allowed_arms(self.catalog, attrs, n, self.rules, contacts)
-        channels = context.get("channels") or ([context["channel"]] if context.get("channel") else [])
-        mask &= self._arm_subset(context.get("arms") or (), channels)[None, :]
-        mask[~known, 1:] = False
-        if self.extra_mask is not None and n:
-            mask &= self.extra_mask(ids)
-        incr, cost = self.scores(ids, float(context.get("time", 0.0))) if n else (np.zeros((0, mask.shape[1])),) * 2
-        hu = holdout_unit(ids, self.policy.experiment)
-        d = decide(incr, cost, mask, hu, self._rng.random((n, 2)), self.policy)
-        self._n += n
-        return d.arm, d.incr
-
-    def decide_many(self, customer_ids: Sequence[str], context: Mapping[str, Any]) -> pd.DataFrame:
-        """One decision per customer: customer_id, arm, channel, offer_id, decision_id, cost (worst case), incr.
-
-        Unknown customers get no offer. ``context`` keys: time, arms, channels (or channel), contacts.
-        """
-        ids = [str(c) for c in customer_ids]
-        first = self._n + 1
-        arm_idx, incr = self._decide(ids, context)
-        arms = [self.catalog.arms[j] for j in arm_idx]
-        return pd.DataFrame(
-            {
-                "customer_id": ids,
-                "arm": [a.id for a in arms],
-                "channel": [None if a.channel is None else a.channel.id for a in arms],
-                "offer_id": [None if a.offer is None else a.offer.id for a in arms],
-                "decision_id": [f"pd-{k:08d}" for k in range(first, first + len(ids))],
-                "cost": self._worst[arm_idx],
-                "incr": incr,
-            }
-        )
-
-
-def constant_scores(catalog: Catalog, values: Mapping[str, float]) -> Scores:
-    """Scores that give every customer the same incremental profit per arm (rule-based campaigns): unlisted arms 0."""
-    unknown = sorted(set(values) - set(catalog.arm_ids))
-    if unknown:
-        raise ConfigError(f"constant scores name unknown arms {unknown}")
-    row = np.array([float(values.get(a, 0.0)) for a in catalog.arm_ids])
-    cost = np.array([a.redeem_cost + a.contact_cost for a in catalog.arms])
-
-    def scores(ids: list[str], time: float) -> tuple[np.ndarray, np.ndarray]:
-        return np.tile(row, (len(ids), 1)), np.tile(cost, (len(ids), 1))
-
-    return scores
+LATE = ("reject", "apply")
 
 
 @dataclass
@@ -328,21 +110,19 @@ class Firing:
 
 
 @dataclass
-class _State:
-    timers: list[tuple[float, int, int, str]] = field(default_factory=list)
-    armed: dict[tuple[int, str], tuple[float, float]] = field(default_factory=dict)  # -> (due, armed_at)
-    bought: set[str] = field(default_factory=set)
-    last_fired: dict[tuple[int, str], float] = field(default_factory=dict)
-    sent: dict[str, deque[tuple[float, str]]] = field(default_factory=dict)
-    seq: int = 0
-    now: float = -np.inf
+class FeedResult:
+    """What a batch of events did: events applied, how many of them were late, and the firings."""
+
+    accepted: int = 0
+    late: int = 0
+    firings: list[Firing] = field(default_factory=list)
 
 
 class TriggerEngine:
     """Evaluates trigger rules over a stream of events (see the module doc). Thread-safe.
 
     Args:
-        rules: the trigger rules.
+        rules: the trigger rules (unique names).
         decide: ``decide(customer_id, context)``; the context has ``timestamp`` (unix seconds = hours x 3600),
             ``time`` (hours), ``trigger``, ``channels``, ``arms`` and ``contacts`` (messages sent per channel in
             the cap window).
@@ -351,6 +131,10 @@ class TriggerEngine:
             (``consent_<channel>``) is false is never sent to, whatever the decision says.
         cap_per_customer: most trigger messages per customer in ``cap_window_hours`` (None: no cap).
         cap_window_hours: window of the cap and of ``context["contacts"]``.
+        state: where timers and the rest live (default: a new :class:`MemoryState`).
+        has_bought: optional ``customer_id -> bool`` for buyers the stream has not shown (e.g. the online store's
+            purchase count); ``first_order_only`` rules skip them.
+        keep: how many recent firings ``engine.firings`` keeps (None: all).
     """
 
     def __init__(
@@ -361,6 +145,9 @@ class TriggerEngine:
         customers: pd.DataFrame | None = None,
         cap_per_customer: int | None = 2,
         cap_window_hours: float = 24.0,
+        state: TriggerState | None = None,
+        has_bought: Callable[[str], bool] | None = None,
+        keep: int | None = None,
     ):
         names = [r.name for r in rules]
         if len(set(names)) != len(names):
@@ -371,82 +158,122 @@ class TriggerEngine:
         self.consent = _consent_table(customers)
         self.cap_per_customer = cap_per_customer
         self.cap_window_hours = float(cap_window_hours)
-        self.firings: list[Firing] = []
-        self._s = _State()
-        self._lock = threading.Lock()
+        self.state: TriggerState = state if state is not None else MemoryState()
+        self.has_bought = has_bought
+        self.firings: deque[Firing] = deque(maxlen=keep)
+        self._by_name = {r.name: r for r in self.rules}
+        self._starts = _by_kind(self.rules, "start")
+        self._cancels = _by_kind(self.rules, "cancel")
+        self._track_buyers = any(r.first_order_only for r in self.rules)
 
     def prime(self, events: pd.DataFrame) -> int:
-        """Remember the customers who already bought (history before the stream); returns how many."""
-        tx = events.loc[events["event"] == "transaction", "customer_id"].astype(str)
-        self._s.bought.update(tx.unique())
-        return len(self._s.bought)
+        """Remember the customers who already bought (history before the stream); returns how many were given."""
+        tx = events.loc[events["event"] == "transaction", "customer_id"].astype(str).unique()
+        with self.state.transaction():
+            self.state.add_buyers(tx)
+        return len(tx)
 
     @property
     def pending(self) -> int:
         """Armed timers."""
-        return len(self._s.armed)
+        with self.state.transaction():
+            return self.state.pending()
 
-    def on_event(self, event: Mapping[str, Any]) -> list[Firing]:
+    @property
+    def now(self) -> float:
+        """The stream's time (-inf before the first event)."""
+        with self.state.transaction():
+            return self.state.get_now()
+
+    def on_event(self, event: Mapping[str, Any], late: str = "reject") -> list[Firing]:
         """Fire the timers due before the event's time, then apply the event; returns the firings."""
-        try:
-            cid, t, kind = str(event["customer_id"]), float(event["time"]), str(event["event"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SchemaError("events", None, f"an event needs customer_id, time and event: {exc}") from None
-        with self._lock:
-            if t < self._s.now:
-                raise DataError(f"event at {t} is older than the stream's time {self._s.now}; replay in time order")
-            out = self._fire_until(t, inclusive=False)
-            self._apply(cid, t, kind)
-            self._s.now = t
-            return out
+        return self.feed([event], late).firings
+
+    def feed(self, events: Iterable[Mapping[str, Any]], late: str = "reject") -> FeedResult:
+        """Apply events in time order (stable), each after the timers due before it fired, in one transaction.
+
+        `late`: ``reject`` raises DataError for an event older than the stream's time (nothing of the batch is
+        applied with a SQLite state; a memory state keeps what came before it); ``apply`` applies it without
+        firing anything or moving the clock, and counts it.
+        """
+        return self._feed_rows(sorted((_parse(e) for e in events), key=lambda r: r[1]), late)
+
+    def _feed_rows(self, rows: list[tuple[str, float, str]], late: str) -> FeedResult:
+        """`feed` for (customer id, time, kind) rows already in time order."""
+        if late not in LATE:
+            raise ConfigError(f"late must be one of {LATE}, got {late!r}")
+        out = FeedResult()
+        with self.state.transaction():
+            s = self.state
+            now, next_due = s.get_now(), s.next_due()
+            for cid, t, kind in rows:
+                if t < now:
+                    if late == "reject":
+                        raise DataError(f"event at {t} is older than the stream's time {now}; replay in time order")
+                    out.late += 1
+                elif next_due < t:
+                    out.firings += self._fire_until(t, inclusive=False)
+                    next_due = s.next_due()
+                next_due = min(next_due, self._apply(cid, t, kind))
+                now = max(now, t)
+                out.accepted += 1
+            if rows:
+                s.set_now(now)
+        return out
 
     def advance(self, now: float) -> list[Firing]:
         """Fire every timer due at or before `now` (the caller promises no more events at or before `now`)."""
-        with self._lock:
+        with self.state.transaction():
             out = self._fire_until(float(now), inclusive=True)
-            self._s.now = max(self._s.now, float(now))
+            if float(now) > self.state.get_now():
+                self.state.set_now(float(now))
             return out
 
-    def _apply(self, cid: str, t: float, kind: str) -> None:
-        s = self._s
-        for i, rule in enumerate(self.rules):
-            key = (i, cid)
-            if kind in rule.cancel:
-                s.armed.pop(key, None)
-            if kind in rule.start and not (rule.first_order_only and cid in s.bought):
-                if key in s.armed and not rule.restart:
-                    continue
-                due = t + rule.wait_hours
-                s.armed[key] = (due, t)
-                s.seq += 1
-                heapq.heappush(s.timers, (due, s.seq, i, cid))
-        if kind == "transaction":
-            s.bought.add(cid)
+    def _apply(self, cid: str, t: float, kind: str) -> float:
+        """Apply one event; returns the earliest due time it armed (inf when none)."""
+        s, first = self.state, math.inf
+        for rule in self._cancels.get(kind, ()):
+            s.disarm(rule.name, cid)
+        starts = self._starts.get(kind, ())
+        if starts:
+            bought = None
+            for rule in starts:
+                if rule.first_order_only:
+                    bought = self._bought(cid) if bought is None else bought
+                    if bought:
+                        continue
+                s.arm(rule.name, cid, t + rule.wait_hours, t, rule.restart)
+                first = min(first, t + rule.wait_hours)
+        if kind == "transaction" and self._track_buyers:
+            s.add_buyers((cid,))
+        return first
+
+    def _bought(self, cid: str) -> bool:
+        if self.state.is_buyer(cid):
+            return True
+        return bool(self.has_bought is not None and self.has_bought(cid))
 
     def _fire_until(self, t: float, inclusive: bool) -> list[Firing]:
-        s, out = self._s, []
-        while s.timers and (s.timers[0][0] < t or (inclusive and s.timers[0][0] <= t)):
-            due, _, i, cid = heapq.heappop(s.timers)
-            armed = s.armed.get((i, cid))
-            if armed is None or armed[0] != due:
-                continue  # cancelled or restarted
-            del s.armed[(i, cid)]
-            out.append(self._fire(self.rules[i], i, cid, due, armed[1]))
+        out = []
+        for timer in self.state.pop_due(t, inclusive):
+            rule = self._by_name.get(timer.rule)
+            if rule is None:  # armed under a configuration that no longer has the rule
+                log.info("trigger %r is not configured any more: its due timer is dropped", timer.rule)
+                continue
+            out.append(self._fire(rule, timer))
         return out
 
-    def _fire(self, rule: TriggerRule, i: int, cid: str, due: float, armed_at: float) -> Firing:
-        s = self._s
-        firing = Firing(rule.name, cid, armed_at, due, "cooldown")
-        last = s.last_fired.get((i, cid))
+    def _fire(self, rule: TriggerRule, timer: Timer) -> Firing:
+        s, cid, due = self.state, timer.customer_id, timer.due
+        firing = Firing(rule.name, cid, timer.armed_at, due, "cooldown")
+        last = s.last_fired(rule.name, cid)
         if last is not None and due - last < rule.cooldown_hours:
             return self._keep(firing)
-        sent = s.sent.setdefault(cid, deque())
-        while sent and sent[0][0] <= due - self.cap_window_hours:
-            sent.popleft()
+        sent = s.sent_since(cid, due - self.cap_window_hours)
         if self.cap_per_customer is not None and len(sent) >= self.cap_per_customer:
             firing.status = "capped"
             return self._keep(firing)
-        s.last_fired[(i, cid)] = due
+        s.set_fired(rule.name, cid, due)
         contacts: dict[str, int] = {}
         for _, ch in sent:
             contacts[ch] = contacts.get(ch, 0) + 1
@@ -458,14 +285,19 @@ class TriggerEngine:
             "arms": list(rule.arms),
             "contacts": contacts,
         }
-        d = as_decision(self.decide(cid, context))
+        try:
+            d = as_decision(self.decide(cid, context))
+        except Exception as exc:  # one failed decision must not lose the other timers of the batch
+            log.warning("trigger %s: the decision failed: %s", rule.name, exc)
+            firing.status, firing.detail = "failed", f"decision: {exc}"
+            return self._keep(firing)
         firing.arm, firing.channel, firing.offer_id, firing.decision_id = d.arm, d.channel, d.offer_id, d.decision_id
         firing.status = self._check(rule, cid, d)
         if firing.status == "sent":
             result = self.adapter.send(Message(cid, str(d.channel), d.arm, d.offer_id, d.decision_id, rule.name, due))
             firing.status, firing.detail = result.status, result.detail
             if result.status == "sent":
-                sent.append((due, str(d.channel)))
+                s.add_sent(cid, due, str(d.channel))
         return self._keep(firing)
 
     def _check(self, rule: TriggerRule, cid: str, d: TriggerDecision) -> str:
@@ -481,8 +313,26 @@ class TriggerEngine:
 
     def _keep(self, firing: Firing) -> Firing:
         self.firings.append(firing)
-        log.debug("trigger %s for %s at %.3f: %s", firing.trigger, firing.customer_id, firing.time, firing.status)
+        log.debug("trigger %s fired at %.3f: %s", firing.trigger, firing.time, firing.status)
         return firing
+
+
+def _by_kind(rules: Sequence[TriggerRule], attr: str) -> dict[str, tuple[TriggerRule, ...]]:
+    out: dict[str, list[TriggerRule]] = {}
+    for rule in rules:
+        for kind in getattr(rule, attr):
+            out.setdefault(kind, []).append(rule)
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def _parse(event: Mapping[str, Any]) -> tuple[str, float, str]:
+    try:
+        cid, t, kind = str(event["customer_id"]), float(event["time"]), str(event["event"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SchemaError("events", None, f"an event needs customer_id, time and event: {exc}") from None
+    if not math.isfinite(t):
+        raise SchemaError("events", "time", f"time must be finite, got {t}")
+    return cid, t, kind
 
 
 def _consent_table(customers: pd.DataFrame | None) -> pd.DataFrame | None:
@@ -537,13 +387,16 @@ def replay(events: pd.DataFrame | str | Path, engine: TriggerEngine, until: floa
     for col in ("customer_id", "time", "event"):
         if col not in frame.columns:
             raise SchemaError("events", col, f"missing column; the table has {list(frame.columns)}")
-    frame = frame.sort_values("time", kind="stable")
-    before = len(engine.firings)
-    for cid, t, kind in zip(frame["customer_id"], frame["time"], frame["event"], strict=True):
-        engine.on_event({"customer_id": cid, "time": t, "event": kind})
-    last = float(frame["time"].max()) if len(frame) else -np.inf
-    engine.advance(last if until is None else float(until))
-    return firings_frame(engine.firings[before:])
+    time = pd.to_numeric(frame["time"], errors="coerce").to_numpy(dtype=float)
+    if not np.isfinite(time).all():
+        raise SchemaError("events", "time", "missing or non-finite time", list(frame.index[~np.isfinite(time)]))
+    order = np.argsort(time, kind="stable")
+    ids = frame["customer_id"].astype(str).to_numpy(dtype=object)[order]
+    kinds = frame["event"].astype(str).to_numpy(dtype=object)[order]
+    fired = engine._feed_rows(list(zip(ids.tolist(), time[order].tolist(), kinds.tolist(), strict=True)), "reject")
+    last = float(time.max()) if time.size else -np.inf
+    fired.firings += engine.advance(last if until is None else float(until))
+    return firings_frame(fired.firings)
 
 
 def firings_frame(firings: Iterable[Firing]) -> pd.DataFrame:
