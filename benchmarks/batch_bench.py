@@ -1,7 +1,7 @@
 """Batch decisions and large-data training: throughput, memory and time, next to the bare predict floor.
 
-Run: ``.venv/bin/python benchmarks/batch_bench.py [--customers 1000000] [--memory 1000000,4000000]
-[--train-rows 10000000]``; writes benchmarks/results/batch.md.
+Run: ``.venv/bin/python benchmarks/batch_bench.py [--customers 1000000] [--memory 1000000,4000000]``; writes
+benchmarks/results/batch.md (its "Training on large data" section is kept: `benchmarks/train_scale.py` writes it).
 
 Every measurement runs in its own subprocess (peak memory = that process's ru_maxrss), with OMP_NUM_THREADS=2:
 - floor: every booster of the model's `Booster.predict` on the already-encoded matrix of all customers (the bare
@@ -9,8 +9,7 @@ Every measurement runs in its own subprocess (peak memory = that process's ru_ma
 - batch: `serving.batch.run_batch` on the customer file (read, encode, predict, rules, holdout, exploration,
   propensities, write), plain and compiled, at several sizes (memory must not grow with the customers), and with
   a budget (two passes);
-- training: `training.train_dask.fit_dask_spec` (S-learner, default LightGBM parameters, 3 outcomes) on a
-  LocalCluster in this process (1 worker, 2 threads) over a Parquet file of simulated units.
+- training on large data: `benchmarks/train_scale.py` (it uses `training_file` below).
 Customer and training files are simulated in blocks; past `--distinct` blocks they repeat with new ids.
 """
 
@@ -22,6 +21,7 @@ import json
 import logging
 import os
 import platform
+import re
 import resource
 import subprocess
 import sys
@@ -207,37 +207,15 @@ def batch(spec_path: str, customers: str, work: Path, compiled: bool, budget_sha
     }
 
 
-def train(path: str, learner: str) -> dict[str, Any]:
-    """fit_dask_spec on the training file, in-process LocalCluster (1 worker, 2 threads)."""
-    import dask.dataframe as dd
-    from distributed import Client, LocalCluster
-
-    from features.simworld_config import load_world_spec
-    from training.train_dask import fit_dask_spec
-
-    catalog = load_world_spec()[0]
-    data = dd.read_parquet(path)
-    features = [c for c in data.columns if c not in ("arm", "spend", "redeem", "buy")]
-    rows = pq.ParquetFile(path).metadata.num_rows
-    cluster = LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address="127.0.0.1:0")
-    with cluster, Client(cluster) as client:
-        t0 = time.perf_counter()
-        spec = fit_dask_spec(data, catalog, ["spend", "redeem", "buy"], "spend", features, learner, client=client)
-        seconds = time.perf_counter() - t0
-    return {"rows": rows, "seconds": seconds, "peak_mb": peak_mb(), "boosters": len(spec["outcomes"])}
-
-
 def child_main(argv: list[str]) -> None:
     """Dispatch a child measurement and print its JSON on the last line."""
     kind, rest = argv[0], argv[1:]
     work = Path(os.environ.get("BENCH_WORK", "/tmp/offerlift-batch-bench"))
     if kind == "floor":
         result = floor(rest[0], rest[1], work)
-    elif kind == "batch":
+    else:
         share = None if rest[3] == "none" else float(rest[3])
         result = batch(rest[0], rest[1], work, rest[2] == "compiled", share)
-    else:
-        result = train(rest[0], rest[1])
     print(json.dumps(result))
 
 
@@ -317,12 +295,15 @@ def report(r: dict[str, Any], args: argparse.Namespace, started: str, load: tupl
     lines.append("|---|---:|---:|---:|")
     for m in r["memory"]:
         lines.append(f"| {m['label']} | {m['rows']:,} | {m['seconds']:.1f} | {_mb(m.get('peak_mb'))} |")
-    lines += ["", "## Training on large data (lightgbm.dask, S-learner, 3 outcomes, 200 trees x 31 leaves)", ""]
-    lines += ["| rows | seconds | minutes | peak RSS MB |", "|---:|---:|---:|---:|"]
-    for t in r["train"]:
-        lines.append(f"| {t['rows']:,} | {t['seconds']:.0f} | {t['seconds'] / 60:.1f} | {_mb(t.get('peak_mb'))} |")
-    lines += ["", "## Notes", ""] + [f"- {x}" for x in r["notes"]]
+    lines += ["", training_section(Path(args.out)).rstrip(), "", "## Notes", ""] + [f"- {x}" for x in r["notes"]]
     return "\n".join(lines) + "\n"
+
+
+def training_section(page: Path) -> str:
+    """The "Training on large data" section of the current page (written by train_scale.py), kept as it is."""
+    text = page.read_text() if page.exists() else ""
+    found = re.search(r"^## Training on large data.*?(?=^## )", text, re.S | re.M)
+    return found.group(0) if found else "## Training on large data\n\nSee `benchmarks/train_scale.py`.\n"
 
 
 def main() -> None:
@@ -331,8 +312,6 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=1_000_000)
     parser.add_argument("--memory", default="1000000,4000000", help="customer counts of the memory runs")
     parser.add_argument("--memory-plain", action="store_true", help="memory runs without compiled trees")
-    parser.add_argument("--train-rows", default="2000000,5000000,10000000", help="training sizes, smallest first")
-    parser.add_argument("--train-limit", type=float, default=1500.0, help="skip a size extrapolated above this (s)")
     parser.add_argument("--model-units", type=int, default=50_000)
     parser.add_argument("--trees", type=int, default=200, help="trees per booster of the benchmark model")
     parser.add_argument("--distinct", type=int, default=10, help="distinct simulated blocks per file")
@@ -355,7 +334,7 @@ def main() -> None:
     spec = str(model_spec(work, args.model_units, args.trees))
     arms = len(json.loads(Path(spec).read_text())["arms"])
     cust = str(customer_file(work, args.customers, args.distinct))
-    r: dict[str, Any] = {"arms": arms, "notes": [], "memory": [], "train": []}
+    r: dict[str, Any] = {"arms": arms, "notes": [], "memory": []}
     r["floor"] = child("floor", spec, cust)
     r["plain"] = child("batch", spec, cust, "plain", "none")
     r["memory"].append({"label": "run_batch", **r["plain"]})
@@ -374,15 +353,6 @@ def main() -> None:
         path = str(customer_file(work, n, args.distinct))
         label = "run_batch" + (", compiled trees" if mode == "compiled" else "")
         r["memory"].append({"label": label, **child("batch", spec, path, mode, "none")})
-    for n in (int(x) for x in args.train_rows.split(",")):
-        if r["train"] and r["train"][-1]["seconds"] * n / r["train"][-1]["rows"] > args.train_limit:
-            r["notes"].append(
-                f"training on {n:,} rows skipped: extrapolated from {r['train'][-1]['rows']:,} rows it would take "
-                f"about {r['train'][-1]['seconds'] * n / r['train'][-1]['rows'] / 60:.0f} minutes (limit "
-                f"{args.train_limit / 60:.0f})"
-            )
-            continue
-        r["train"].append(child("train", str(training_file(work, n, args.distinct)), "s", timeout=3 * 3600))
     r["notes"].append(
         "OMP_WAIT_POLICY=PASSIVE: on this shared, oversubscribed machine LightGBM's spinning OpenMP threads made "
         "a 2-thread fit 8x slower than a 1-thread fit (100,000 x 54, 200 trees: 61s against 7.3s at load 8); "
