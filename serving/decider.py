@@ -79,6 +79,7 @@ class Champion:
     worst_cost_array: np.ndarray
     arms_of_channel: dict[str, np.ndarray]
     consent_of_channel: dict[str, str | None]
+    subsets: dict[tuple[str, ...], np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def build(cls, scorer: ArmScorer, version: str, settings: ServeSettings) -> Champion:
@@ -124,6 +125,17 @@ class Champion:
             ok = ok and (reach not in attrs or _truthy(attrs[reach]))
             if not ok:
                 mask[0, idx] = False
+        return mask
+
+    def arm_subset(self, arms: Iterable[str]) -> np.ndarray:
+        """(1, K) the named arms and the control arm (``context["arms"]`` of a trigger or campaign); cached."""
+        key = tuple(arms)
+        mask = self.subsets.get(key)
+        if mask is None:
+            wanted = set(key)
+            mask = np.array([[j == 0 or a in wanted for j, a in enumerate(self.arm_ids)]], dtype=bool)
+            if len(self.subsets) < 256:
+                self.subsets[key] = mask
         return mask
 
     def cap_mask(self, rules: Rules, contacts: Mapping[str, int], budget_left: float | None) -> np.ndarray:
@@ -449,7 +461,8 @@ class Decider:
         """Decide and log one customer's arm (see the module docstring).
 
         Context keys (all optional): ``city``, ``timestamp`` (unix seconds or datetime; used for caps and pacing
-        only with ``use_context_time``), ``channels`` (the channels available now), ``features`` (overrides).
+        only with ``use_context_time``), ``channels`` (the channels available now), ``features`` (overrides),
+        ``arms`` (the arms allowed, e.g. a trigger's; the control arm always is) and ``trigger`` (logged).
         """
         champ = self._champion
         if champ is None:
@@ -459,6 +472,8 @@ class Decider:
         attrs = _attributes(stored, ctx, champ.consent_flags)
         incr, cost = champ.scores(champ.scorer.features.encode_records([attrs]))
         rule_mask = champ.rule_mask(self.rules, attrs, ctx.get("channels"))
+        if ctx.get("arms"):
+            rule_mask &= champ.arm_subset(ctx["arms"])
         hu = holdout_unit([customer_id], champ.policy.experiment)
         u = self._rng().random((1, 2))
         now = self._now(ctx)
@@ -533,9 +548,10 @@ def _attributes(stored: Mapping[str, Any] | None, ctx: Mapping[str, Any], consen
 
 def _log_context(ctx: Mapping[str, Any], price: float, cold_start: bool) -> dict[str, Any] | None:
     out: dict[str, Any] = {"price": price, "cold_start": cold_start}
-    for key in ("city", "channels"):
-        if ctx.get(key) is not None:
-            out[key] = list(ctx[key]) if key == "channels" else ctx[key]
+    for key in ("city", "channels", "arms", "trigger"):
+        value = ctx.get(key)
+        if value is not None:
+            out[key] = value if isinstance(value, str) else list(value)
     ts = ctx.get("timestamp")
     if ts is not None:
         out["timestamp"] = ts.timestamp() if isinstance(ts, datetime) else float(ts)

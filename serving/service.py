@@ -1,4 +1,5 @@
-"""The BentoML 1.4 decision service: ``POST /decide``, ``POST /outcomes``, ``/livez``, ``/readyz``, ``/docs``.
+"""The BentoML 1.4 decision service: ``POST /decide``, ``POST /outcomes``, ``POST /events``, ``POST /events/flush``,
+``/livez``, ``/readyz``, ``/docs``.
 
 Run it with ``offerlift serve`` (see `serving.cli_serve`) or ``bentoml serve serving.service:OfferLift``. Each
 worker process builds one `serving.decider.Decider` (the champion is loaded once per worker and hot-swapped in the
@@ -14,6 +15,9 @@ What keeps BentoML's own overhead low (see benchmarks/results/serve.md):
 - ``/decide`` runs in one handler thread per worker, so the event loop keeps reading requests while a decision
   waits for the writer lock; ``tuning.inline_handler: true`` runs it on the loop instead (same CPU, worse tail
   latency in the interleaved benchmark). ``/outcomes`` always runs in BentoML's handler thread.
+
+``/events`` feeds the real-time triggers (`serving.events_api`): their state is shared by the workers in SQLite,
+their decisions go through the same `Decider` as ``/decide``; nothing of it runs inside a ``/decide`` request.
 
 Customer ids never reach the logs in plain text: our own logs hash them, and a log filter removes the request
 body from BentoML's log of validation errors.
@@ -33,17 +37,19 @@ from typing import Annotated, Any
 import anyio
 import anyio.to_thread
 import bentoml
-from bentoml.exceptions import BentoMLException, InvalidArgument, ServiceUnavailable
+from bentoml.exceptions import BentoMLException, InvalidArgument, NotFound, ServiceUnavailable
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from features.errors import DataError, ModelError
 from serving.decider import Decider, Decision
+from serving.events_api import EventsResponse, StreamEvent, TriggerService
 from serving.settings import ServeSettings, settings_from_env
 
 log = logging.getLogger(__name__)
 
-PROTECTED = ("/decide", "/outcomes")
-UNTRACED = ("/decide", "/outcomes", "/livez", "/readyz", "/healthz")  # see `tuning.trace_api`
+PROTECTED = ("/decide", "/outcomes", "/events", "/events/flush")
+# see `tuning.trace_api`
+UNTRACED = ("/decide", "/outcomes", "/events", "/events/flush", "/livez", "/readyz", "/healthz")
 Scalar = float | int | str | bool | None
 
 
@@ -224,6 +230,10 @@ class OfferLift:
         self.decider = Decider(self.settings)
         self.decider.load_champion()
         self.decider.start_background()
+        self.triggers: TriggerService | None = None
+        if self.settings.triggers.enabled:
+            self.triggers = TriggerService(self.settings, self.decider)
+            self.triggers.start_tick()
         self._limiter: anyio.CapacityLimiter | None = None
 
     @bentoml.on_startup
@@ -277,6 +287,23 @@ class OfferLift:
         except DataError as exc:
             raise InvalidArgument(f"events: {exc}") from None
         return OutcomesResponse(received=len(events), new=new)
+
+    @bentoml.api(route="/events")
+    def events(self, events: Annotated[list[StreamEvent], Field(max_length=10_000)]) -> EventsResponse:
+        """Feed events (canonical schema, app_open and signup included) to the real-time triggers; returns how
+        many were accepted (and late), the triggers that fired and the ids of the decisions they made."""
+        return self._trigger_service().post_events(events)
+
+    @bentoml.api(route="/events/flush")
+    def flush_events(self, until: Annotated[float, Field(allow_inf_nan=False)] | None = None) -> EventsResponse:
+        """Fire the trigger timers due at or before `until` (hours; default: the server's clock, or with
+        ``triggers.clock: events`` the latest event's time)."""
+        return self._trigger_service().flush(until)
+
+    def _trigger_service(self) -> TriggerService:
+        if self.triggers is None:
+            raise NotFound("the real-time triggers are disabled (settings: triggers.enabled)")
+        return self.triggers
 
 
 OfferLift.add_asgi_middleware(EdgeMiddleware)

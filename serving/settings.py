@@ -27,6 +27,7 @@ from features.errors import ConfigError
 from features.registry import CHAMPION, MODEL_NAME, REPO_ROOT, RegistrySettings, resolve_tracking_uri
 from serving.pacing import PacingConfig
 from serving.rules import Rules
+from serving.trigger_rules import ACTIVE_NO_ORDER, NEW_NO_FIRST_ORDER, TriggerRule
 
 DEFAULT_CONFIG = Path(__file__).with_name("config.yaml")
 STATE_DIR = REPO_ROOT / "outputs" / "serving"  # git-ignored
@@ -94,6 +95,50 @@ class TuningSection(_Section):
     background_checkpoint: bool = True
 
 
+def _default_trigger_rules() -> list[dict[str, Any]]:
+    def plain(rule: TriggerRule) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in rule.__dict__.items()}
+
+    return [plain(ACTIVE_NO_ORDER), plain(NEW_NO_FIRST_ORDER)]
+
+
+class TriggersSection(_Section):
+    """Real-time triggers behind ``POST /events`` (see `serving.triggers` and docs/automation.md).
+
+    ``state_path`` / ``outbox_path`` None: ``triggers.db`` / ``outbox.jsonl`` next to the online store. ``clock``:
+    ``server`` (event times are hours since the unix epoch; a tick every ``tick_seconds`` fires the timers due by
+    the server's clock; events more than ``max_skew_hours`` away from it are refused) or ``events`` (time moves
+    only with the events and ``POST /events/flush``: simulations and replays). ``cap_per_customer`` None: only
+    the rules' caps of the decision log apply (the trigger's decisions count as contacts there).
+    """
+
+    enabled: bool = True
+    rules: list[dict[str, Any]] = Field(default_factory=_default_trigger_rules)
+    clock: Literal["server", "events"] = "server"
+    tick_seconds: float = Field(5.0, ge=0.0)
+    max_skew_hours: float = Field(24.0, gt=0.0)
+    adapter: Literal["file", "log"] = "file"
+    outbox_path: Path | None = None
+    state_path: Path | None = None
+    cap_per_customer: int | None = Field(None, ge=0)
+    cap_window_hours: float = Field(24.0, gt=0.0)
+
+    @field_validator("rules")
+    @classmethod
+    def _rules_valid(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        try:
+            names = [TriggerRule.from_dict(r).name for r in v]
+        except (ConfigError, TypeError) as exc:
+            raise ValueError(str(exc)) from None
+        if len(set(names)) != len(names):
+            raise ValueError(f"trigger names must be unique, got {names}")
+        return v
+
+    def trigger_rules(self) -> list[TriggerRule]:
+        """The rules."""
+        return [TriggerRule.from_dict(r) for r in self.rules]
+
+
 class ServeSettings(_Section):
     """Everything the service needs, validated."""
 
@@ -113,6 +158,7 @@ class ServeSettings(_Section):
     pacing: PacingSection = PacingSection()
     registry: RegistrySection = RegistrySection()
     tuning: TuningSection = TuningSection()
+    triggers: TriggersSection = TriggersSection()
 
     @field_validator("rules")
     @classmethod
@@ -134,6 +180,11 @@ class ServeSettings(_Section):
     def rules_config(self) -> Rules:
         """The rule configuration."""
         return Rules.from_dict(self.rules)
+
+    def trigger_paths(self) -> tuple[Path, Path]:
+        """(trigger state database, outbox file): the configured ones, else next to the online store."""
+        t, base = self.triggers, self.online_store_path.parent
+        return t.state_path or base / "triggers.db", t.outbox_path or base / "outbox.jsonl"
 
     def registry_settings(self) -> RegistrySettings:
         """Tracking URI and model name for `features.registry`."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from pathlib import Path
@@ -99,6 +100,15 @@ def test_only_the_channels_available_are_used(tmp_path, store_path, specs):
     decider = make_decider(tmp_path, store_path, specs, policy={"holdout": 0.0, "explore": 0.5})
     chosen = [decider.decide(f"cust{i:05d}", {"channels": ["email"]}).channel for i in range(40)]
     assert set(chosen) <= {None, "email"} and "email" in chosen
+
+
+def test_a_triggers_arms_are_the_only_arms_used_and_its_name_is_logged(tmp_path, store_path, specs):
+    decider = make_decider(tmp_path, store_path, specs, policy={"holdout": 0.0, "explore": 0.5})
+    ctx = {"arms": ["c5@email", "c10@sms", "c99@nowhere"], "trigger": "quick"}
+    decisions = [decider.decide(f"cust{i:05d}", ctx) for i in range(40)]
+    assert {d.arm for d in decisions} <= {"none", "c5@email", "c10@sms"} and len({d.arm for d in decisions}) == 3
+    contexts = [json.loads(r["context"]) for r in decider.log.read()]
+    assert all(c["trigger"] == "quick" and c["arms"] == ctx["arms"] for c in contexts)
 
 
 def test_holdout_customers_always_get_no_offer(tmp_path, store_path, specs):

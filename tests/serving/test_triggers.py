@@ -25,6 +25,7 @@ from serving.triggers import (
     PolicyDecider,
     RoutingAdapter,
     SendResult,
+    SqliteState,
     TriggerDecision,
     TriggerEngine,
     TriggerRule,
@@ -181,6 +182,81 @@ def test_engine_matches_a_naive_reference_on_random_streams(rows):
     fired = replay(events, engine, until=100.0)
     got = sorted(zip(fired["customer_id"], fired["time"], strict=True), key=lambda x: (x[1], x[0]))
     assert got == naive_firings(events, 1.0)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(st.sampled_from("abc"), st.integers(0, 40), st.sampled_from(["app_open", "transaction", "view"])),
+        max_size=30,
+    ),
+    st.integers(1, 4),
+)
+def test_sqlite_state_fed_in_batches_matches_the_naive_reference(tmp_path_factory, rows, batches):
+    """The service's path: a SQLite state shared by two engines (two workers), batches alternating between them."""
+    events = stream([(c, t / 4.0, k) for c, t, k in rows]).sort_values("time", kind="stable")
+    rule = TriggerRule("r", start=("app_open",), wait_hours=1.0, cooldown_hours=0.0)
+    path = tmp_path_factory.mktemp("state") / "triggers.db"
+    engines = [TriggerEngine([rule], always(), cap_per_customer=None, state=SqliteState(path)) for _ in range(2)]
+    fired = []
+    for k, chunk in enumerate(np.array_split(np.arange(len(events)), batches)):
+        fired += engines[k % 2].feed(events.iloc[chunk].to_dict("records")).firings
+    fired += engines[1].advance(100.0)
+    got = sorted(((f.customer_id, f.time) for f in fired), key=lambda x: (x[1], x[0]))
+    assert got == naive_firings(events, 1.0)
+    assert engines[0].pending == 0 and engines[0].now == 100.0
+
+
+class BrokenAdapter:
+    def send(self, message: Message) -> SendResult:
+        raise OSError("gateway down")
+
+
+def test_sqlite_state_survives_a_restart_and_a_failed_batch_changes_nothing(tmp_path):
+    path = tmp_path / "triggers.db"
+    engine = TriggerEngine([ACTIVE_NO_ORDER], always(), state=SqliteState(path))
+    engine.feed([{"customer_id": "a", "time": 1.0, "event": "app_open"}])
+    engine.state.close()
+    engine = TriggerEngine([ACTIVE_NO_ORDER], always(), BrokenAdapter(), state=SqliteState(path))
+    assert engine.pending == 1 and engine.now == 1.0
+    batch = [{"customer_id": "b", "time": 1.05, "event": "app_open"}, {"customer_id": "c", "time": 2.0, "event": "x"}]
+    with pytest.raises(OSError, match="gateway"):  # b arms, a's timer fires and the send blows up: all rolled back
+        engine.feed(batch)
+    with pytest.raises(DataError, match="time order"):
+        engine.feed([{"customer_id": "c", "time": 0.5, "event": "app_open"}])
+    with pytest.raises(SchemaError):
+        engine.feed([{"customer_id": "c", "time": 2.0}])
+    assert engine.pending == 1 and engine.now == 1.0
+    outbox = Outbox()
+    engine = TriggerEngine([ACTIVE_NO_ORDER], always(), outbox, state=SqliteState(path))
+    assert [f.customer_id for f in engine.feed(batch).firings] == ["a", "b"] and len(outbox.messages) == 2
+    assert engine.pending == 0
+
+
+def test_late_events_are_applied_without_moving_the_clock_when_asked():
+    engine = TriggerEngine([ACTIVE_NO_ORDER], always(), cap_per_customer=None)
+    engine.feed([{"customer_id": c, "time": 0.0, "event": "app_open"} for c in "ab"])
+    engine.feed([{"customer_id": "z", "time": 4 * MIN, "event": "view"}])
+    late = engine.feed([{"customer_id": "a", "time": 1 * MIN, "event": "transaction"}], late="apply")
+    assert (late.accepted, late.late, late.firings) == (1, 1, []) and engine.now == 4 * MIN
+    assert [f.customer_id for f in engine.advance(1.0)] == ["b"]  # a's late order still cancelled its timer
+
+
+def test_known_buyers_are_not_new_customers():
+    engine = TriggerEngine([NEW_NO_FIRST_ORDER], always(), has_bought=lambda cid: cid == "old")
+    engine.feed([{"customer_id": c, "time": 0.0, "event": "signup"} for c in ("old", "new")])
+    assert [f.customer_id for f in engine.advance(100.0)] == ["new"]
+
+
+def test_a_failed_decision_is_a_failed_firing_and_the_others_go_on():
+    def flaky(cid, context):
+        if cid == "a":
+            raise RuntimeError("registry down")
+        return always()(cid, context)
+
+    engine = TriggerEngine([ACTIVE_NO_ORDER], flaky)
+    fired = replay(stream([("a", 0.0, "app_open"), ("b", 0.0, "app_open")]), engine, until=1.0)
+    assert fired["status"].tolist() == ["failed", "sent"] and "registry down" in fired["detail"].iloc[0]
 
 
 def test_replay_reads_event_files_and_rejects_disorder(tmp_path):
