@@ -273,29 +273,92 @@ def has_tags(tags: pd.Series, wanted: Iterable[str]) -> np.ndarray:
     return np.array([need.issubset(t) for t in tags], dtype=bool)
 
 
-def select(segments: pd.DataFrame, where: Mapping[str, Any] | None) -> np.ndarray:
-    """(n,) bool mask of the rows matching a targeting spec (all conditions must hold).
+Condition = tuple[str, str, Any]  # (column, "in" | "range" | "tags", values / (lo, hi) / tags)
+ALIASES = {"lifecycle": "lifecycle_stage", "lifecycle_stage": "lifecycle"}  # features.build vs the rules' name
 
-    A condition is ``column: value``, ``column: [values]`` (membership), ``column: {"min": x, "max": y}``
-    (inclusive bounds) or ``tags: [tags]`` (all present). ConfigError names an unknown column.
-    """
-    ok = np.ones(len(segments), dtype=bool)
+
+def compile_where(where: Mapping[str, Any] | None) -> list[Condition]:
+    """Validated conditions of a targeting spec (see :func:`select`); ConfigError names a bad bound."""
+    out: list[Condition] = []
     for col, cond in (where or {}).items():
-        if col not in segments.columns:
-            raise ConfigError(f"segment filter: unknown column {col!r}; columns are {list(segments.columns)}")
-        values = segments[col]
         if col == "tags":
-            ok &= has_tags(values, [cond] if isinstance(cond, str) else cond)
+            out.append((col, "tags", frozenset([cond] if isinstance(cond, str) else cond)))
         elif isinstance(cond, Mapping):
             unknown = sorted(set(cond) - {"min", "max"})
             if unknown:
                 raise ConfigError(f"segment filter on {col!r}: unknown bounds {unknown}; use min and max")
-            x = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
-            ok &= (x >= float(cond.get("min", -np.inf))) & (x <= float(cond.get("max", np.inf)))
+            try:
+                lo, hi = float(cond.get("min", -np.inf)), float(cond.get("max", np.inf))
+            except (TypeError, ValueError):
+                raise ConfigError(f"segment filter on {col!r}: bounds must be numbers, got {dict(cond)}") from None
+            out.append((str(col), "range", (lo, hi)))
         else:
             wanted = [cond] if isinstance(cond, str) or not isinstance(cond, Iterable) else list(cond)
-            ok &= values.astype(object).isin(wanted).to_numpy()
+            out.append((str(col), "in", tuple(wanted)))
+    return out
+
+
+def _get(row: Mapping[str, Any], col: str) -> Any:
+    value = row.get(col)
+    return row.get(ALIASES[col]) if value is None and col in ALIASES else value
+
+
+def row_matches(row: Mapping[str, Any], conditions: Sequence[Condition]) -> bool:
+    """Whether one customer's attributes (a dict, e.g. the online store's row) meet every condition.
+
+    A missing or unusable value (None, NaN, text under a numeric bound) fails its condition. ``lifecycle`` and
+    ``lifecycle_stage`` stand for each other. Same result as :func:`columns_match` (property-tested).
+    """
+    for col, op, arg in conditions:
+        value = _get(row, col)
+        if op == "tags":
+            if not isinstance(value, Iterable) or isinstance(value, str) or not arg <= set(value):
+                return False
+        elif op == "range":
+            try:
+                x = float(value)
+            except (TypeError, ValueError):
+                return False
+            if not arg[0] <= x <= arg[1]:  # NaN fails
+                return False
+        elif value is None or value != value or value not in arg:
+            return False
+    return True
+
+
+def columns_match(columns: Mapping[str, Sequence[Any]], n: int, conditions: Sequence[Condition]) -> np.ndarray:
+    """(n,) bool: :func:`row_matches` for columns of n customers (a missing column fails its condition)."""
+    ok = np.ones(n, dtype=bool)
+    for col, op, arg in conditions:
+        values = columns.get(col)
+        if values is None and col in ALIASES:
+            values = columns.get(ALIASES[col])
+        if values is None:
+            return np.zeros(n, dtype=bool)
+        if op == "tags":
+            ok &= np.array([row_matches({col: v}, [(col, op, arg)]) for v in values], dtype=bool)
+        elif op == "range":
+            x = pd.to_numeric(pd.Series(np.asarray(values, dtype=object)), errors="coerce").to_numpy(dtype=float)
+            ok &= (x >= arg[0]) & (x <= arg[1])
+        else:
+            series = pd.Series(np.asarray(values, dtype=object))
+            ok &= series.isin(arg).to_numpy() & series.notna().to_numpy()
     return ok
+
+
+def select(segments: pd.DataFrame, where: Mapping[str, Any] | None) -> np.ndarray:
+    """(n,) bool mask of the rows matching a targeting spec (all conditions must hold).
+
+    A condition is ``column: value``, ``column: [values]`` (membership), ``column: {"min": x, "max": y}``
+    (inclusive bounds) or ``tags: [tags]`` (all present). ConfigError names an unknown column. The same specs
+    work per customer (:func:`row_matches`, the service's segment rules) and on columns (:func:`columns_match`).
+    """
+    conditions = compile_where(where)
+    for col, _, _ in conditions:
+        if col not in segments.columns:
+            raise ConfigError(f"segment filter: unknown column {col!r}; columns are {list(segments.columns)}")
+    columns = {col: segments[col].astype(object).to_numpy() for col, _, _ in conditions}
+    return columns_match(columns, len(segments), conditions)
 
 
 def segment_report(segments: pd.DataFrame, by: str = "rfm_segment", value: str = "monetary") -> pd.DataFrame:

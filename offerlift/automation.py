@@ -26,8 +26,11 @@ from features.simworld import SimWorld
 from features.simworld_config import load_world_spec
 from serving import monitor as mon_mod
 from serving import triggers as trig_mod
+from serving.store_columns import merge_columns
 
 log = logging.getLogger(__name__)
+
+SEGMENT_STORE_SKIP = ("recency_hours", "frequency", "monetary", "lifecycle")  # the store has them from features.build
 
 
 @dataclass(frozen=True)
@@ -102,11 +105,13 @@ def run_segments(
     at: float | None = None,
     by: str = "rfm_segment",
     out: Path | None = None,
+    to_store: Path | None = None,
 ) -> dict[str, Any]:
     """RFM scores, lifecycle, price sensitivity, channel affinity and tags per customer; a report by `by`.
 
     `at` is the point in time (default: 0 on simulated data, else just after the last event). Writes the
-    per-customer table to `out` when given.
+    per-customer table to `out` and merges the segment columns and tags into the online store `to_store` (where
+    the service's ``rules.segments`` read them) when given.
     """
     inp = load_inputs(events, customers, n_customers, seed)
     at = 0.0 if at is None and inp.world is not None else at
@@ -123,7 +128,17 @@ def run_segments(
     }
     if out is not None:
         result["out"] = str(write_table(table, out))
+    if to_store is not None:
+        cols = [c for c in table.columns if c not in SEGMENT_STORE_SKIP]
+        result["store"] = merge_columns(to_store, table[cols], as_of=_as_of(inp, at))
     return result
+
+
+def _as_of(inp: Inputs, at: float | None) -> float:
+    """The time a table computed at `at` is valid for (the last event's time when `at` is None)."""
+    if at is not None:
+        return float(at)
+    return float(inp.events["time"].max()) if len(inp.events) else 0.0
 
 
 def run_abuse(
@@ -137,10 +152,13 @@ def run_abuse(
     cap_value: float = 5.0,
     behaviour_model: bool = True,
     out: Path | None = None,
+    to_store: Path | None = None,
 ) -> dict[str, Any]:
     """Coupon-abuse risk per customer (identity rules, behaviour model on the rules' weak labels) and its bands.
 
-    On simulated data the result also has precision and recall against the world's true abusers.
+    On simulated data the result also has precision and recall against the world's true abusers. With
+    `to_store`, ``abuse_risk`` and ``abuse_band`` are merged into that online store, where the service's
+    ``rules.abuse`` reads them.
     """
     inp = load_inputs(events, customers, n_customers, seed)
     at = 0.0 if at is None and inp.world is not None else at
@@ -168,6 +186,9 @@ def run_abuse(
             result[f"{name}_recall"] = tp / max(int(truth.sum()), 1)
     if out is not None:
         result["out"] = str(write_table(feats.join(scores), out))
+    if to_store is not None:
+        cols = scores[["risk", "band"]].rename(columns={"risk": "abuse_risk", "band": "abuse_band"})
+        result["store"] = merge_columns(to_store, cols, as_of=_as_of(inp, at))
     return result
 
 

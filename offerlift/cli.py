@@ -308,6 +308,10 @@ EventsOpt = Annotated[
 CustomersFileOpt = Annotated[
     Path | None, typer.Option("--customers-file", help="Customer table (needed with --events).")
 ]
+ToStoreOpt = Annotated[
+    Path | None,
+    typer.Option(help="Merge the columns into this online store (SQLite), for the service's segment/abuse rules."),
+]
 AtOpt = Annotated[
     float | None, typer.Option(help="Point in time (hours); default: 0 on simulated data, else after the last event.")
 ]
@@ -322,11 +326,14 @@ def segments_cmd(
     at: AtOpt = None,
     by: Annotated[str, typer.Option(help="Report by this segment column.")] = "rfm_segment",
     out: Annotated[Path | None, typer.Option(help="Write the per-customer table here.")] = None,
+    to_store: ToStoreOpt = None,
 ) -> None:
     """RFM scores, lifecycle stages, price sensitivity, channel affinity and tags per customer."""
     from offerlift.automation import run_segments
 
-    _print_json(run_segments(events, customers_file, n_customers=customers, seed=seed, at=at, by=by, out=out))
+    _print_json(
+        run_segments(events, customers_file, n_customers=customers, seed=seed, at=at, by=by, out=out, to_store=to_store)
+    )
 
 
 @app.command("abuse")
@@ -340,6 +347,7 @@ def abuse_cmd(
     cap_at: Annotated[float, typer.Option(help="Risk at which coupons are capped.")] = 0.5,
     cap_value: Annotated[float, typer.Option(help="Largest coupon for capped customers.")] = 5.0,
     out: Annotated[Path | None, typer.Option(help="Write the per-customer risk table here.")] = None,
+    to_store: ToStoreOpt = None,
 ) -> None:
     """Coupon-abuse risk per customer (shared devices and payment accounts, redemption without purchases)."""
     from offerlift.automation import run_abuse
@@ -355,6 +363,7 @@ def abuse_cmd(
             cap_at=cap_at,
             cap_value=cap_value,
             out=out,
+            to_store=to_store,
         )
     )
 
@@ -385,12 +394,28 @@ def triggers_cmd(
         "outputs/triggers/outbox.jsonl"
     ),
     until: Annotated[float | None, typer.Option(help="Fire timers up to this time (hours).")] = None,
+    decide: Annotated[
+        str, typer.Option(help="policy: the pure policy (world scores or --fixed-arm); service: the service's Decider.")
+    ] = "policy",
+    service_config: Annotated[Path | None, typer.Option(help="Service config YAML for --decide service.")] = None,
+    fixed_arm: Annotated[str | None, typer.Option(help="Arm every trigger offers (policy on an events file).")] = None,
 ) -> None:
     """Replay an event stream through real-time trigger rules; decisions go to the channel adapter's outbox."""
     from offerlift.automation import run_triggers
 
     _print_json(
-        run_triggers(events, customers_file, rules=rules, n_customers=customers, seed=seed, outbox=outbox, until=until)
+        run_triggers(
+            events,
+            customers_file,
+            rules=rules,
+            n_customers=customers,
+            seed=seed,
+            outbox=outbox,
+            decide=decide,
+            service_config=service_config,
+            fixed_arm=fixed_arm,
+            until=until,
+        )
     )
 
 

@@ -79,6 +79,8 @@ class Champion:
     worst_cost_array: np.ndarray
     arms_of_channel: dict[str, np.ndarray]
     consent_of_channel: dict[str, str | None]
+    coupon_value_array: np.ndarray
+    protected: frozenset[str]
     subsets: dict[tuple[str, ...], np.ndarray] = field(default_factory=dict)
 
     @classmethod
@@ -88,6 +90,8 @@ class Champion:
         fallback = 0 if p.fallback_arm is None else scorer.catalog.index(p.fallback_arm)
         policy = PolicyConfig(holdout=p.holdout, explore=p.explore, experiment=p.experiment, fallback_arm=fallback)
         arms = [scorer.catalog.arm(a) for a in scorer.arms]
+        consent = frozenset(c.consent for c in scorer.catalog.channels if c.consent)
+        abuse = settings.rules_config().abuse
         return cls(
             scorer=scorer,
             version=str(version),
@@ -97,13 +101,15 @@ class Champion:
             channels=[None if a.channel is None else a.channel.id for a in arms],
             coupon_values=[a.coupon_value for a in arms],
             worst_cost=[0.0 if a.is_control else a.redeem_cost + a.contact_cost for a in arms],
-            consent_flags=frozenset(c.consent for c in scorer.catalog.channels if c.consent),
+            consent_flags=consent,
             worst_cost_array=np.array([0.0 if a.is_control else a.redeem_cost + a.contact_cost for a in arms]),
             arms_of_channel={
                 ch: np.array([j for j, a in enumerate(arms) if a.channel is not None and a.channel.id == ch])
                 for ch in {a.channel.id for a in arms if a.channel is not None}
             },
             consent_of_channel={c.id: c.consent for c in scorer.catalog.channels},
+            coupon_value_array=np.array([a.coupon_value for a in arms], dtype=float),
+            protected=consent | ({abuse.column} if abuse is not None else frozenset()),
         )
 
     def rule_mask(self, rules: Rules, attrs: Mapping[str, Any], channels: Iterable[str] | None) -> np.ndarray:
@@ -116,6 +122,9 @@ class Champion:
             if not eligible_customers(row, 1, rules)[0]:
                 mask[0, 1:] = False
                 return mask
+        if rules.conditions and not rules.segment_ok(attrs):
+            mask[0, 1:] = False
+            return mask
         available = None if channels is None else set(channels)
         for ch, idx in self.arms_of_channel.items():
             consent = self.consent_of_channel.get(ch)
@@ -125,6 +134,12 @@ class Champion:
             ok = ok and (reach not in attrs or _truthy(attrs[reach]))
             if not ok:
                 mask[0, idx] = False
+        if rules.abuse is not None:
+            risk, policy = rules.abuse.risk(attrs.get(rules.abuse.column)), rules.abuse.policy
+            if risk >= policy.exclude_at:
+                mask[0, 1:] = False
+            elif risk >= policy.cap_at:
+                mask[0, 1:] &= self.coupon_value_array[1:] <= policy.cap_value
         return mask
 
     def arm_subset(self, arms: Iterable[str]) -> np.ndarray:
@@ -469,7 +484,7 @@ class Decider:
             raise ModelError("no champion model is loaded")
         ctx = dict(context or {})
         stored = self.store.get(customer_id)
-        attrs = _attributes(stored, ctx, champ.consent_flags)
+        attrs = _attributes(stored, ctx, champ.protected)
         incr, cost = champ.scores(champ.scorer.features.encode_records([attrs]))
         rule_mask = champ.rule_mask(self.rules, attrs, ctx.get("channels"))
         if ctx.get("arms"):
@@ -534,14 +549,14 @@ def _truthy(v: Any) -> bool:
     return v is not None and v == v and bool(v)
 
 
-def _attributes(stored: Mapping[str, Any] | None, ctx: Mapping[str, Any], consent: frozenset[str]) -> dict[str, Any]:
-    """Stored features, then the context's city and overrides; a consent flag known to the store is never overridden
-    (an opt-out recorded there wins over the request)."""
+def _attributes(stored: Mapping[str, Any] | None, ctx: Mapping[str, Any], protected: frozenset[str]) -> dict[str, Any]:
+    """Stored features, then the context's city and overrides; a protected attribute known to the store (a consent
+    flag, the abuse risk) is never overridden: an opt-out or a risk recorded there wins over the request."""
     attrs: dict[str, Any] = dict(stored or {})
     if ctx.get("city") is not None:
         attrs["city"] = ctx["city"]
     for k, v in (ctx.get("features") or {}).items():
-        if k not in consent or attrs.get(k) is None:
+        if k not in protected or attrs.get(k) is None:
             attrs[k] = v
     return attrs
 

@@ -1,7 +1,16 @@
-"""Business rules that come before the models: eligibility, consent, reach, contact caps and the budget.
+"""Business rules that come before the models: eligibility, segments, coupon abuse, consent, reach, contact caps
+and the budget.
 
 `allowed_arms` turns customer attributes and contact counts into an (n, K) mask of the arms a customer may get.
-The control arm (no offer) is always allowed. Vectorized, so the service (n = 1) and batch jobs share it.
+The control arm (no offer) is always allowed. Vectorized, so batch jobs use it; the service's one-customer path
+(`serving.decider.Champion.rule_mask`) is property-tested against it.
+
+Segment rules (``segments:``) are a targeting spec of `features.segments.select` over the customer's attributes
+(online store columns such as ``lifecycle``, ``rfm_segment``, ``price_band``, ``tags``, or ``context.features``):
+only customers meeting every condition may get an offer; a missing attribute fails its condition. Abuse rules
+(``abuse:``) read the customer's risk (column ``abuse_risk`` by default, written by ``offerlift abuse
+--to-store``; missing means 0) and apply `features.abuse.abuse_mask`: no coupon at or above ``exclude_at``, only
+coupons worth at most ``cap_value`` at or above ``cap_at``.
 """
 
 from __future__ import annotations
@@ -12,11 +21,39 @@ from typing import Any
 
 import numpy as np
 
+from features.abuse import AbusePolicy, abuse_mask
 from features.catalog import Catalog
 from features.eligibility import reachable_arms
 from features.errors import ConfigError
+from features.segments import ALIASES, Condition, columns_match, compile_where, row_matches
 
 LIFECYCLE_NEW = ("never_bought", "potential")
+ABUSE_COLUMN = "abuse_risk"
+
+
+@dataclass(frozen=True)
+class AbuseRule:
+    """How the customer's abuse risk limits offers: the thresholds and the attribute that holds the risk."""
+
+    policy: AbusePolicy = field(default_factory=AbusePolicy)
+    column: str = ABUSE_COLUMN
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | AbuseRule | None) -> AbuseRule | None:
+        """From YAML (``exclude_at``, ``cap_at``, ``cap_value``, ``column``); None stays None."""
+        if d is None or isinstance(d, AbuseRule):
+            return d
+        d = dict(d)
+        column = str(d.pop("column", ABUSE_COLUMN))
+        return cls(AbusePolicy.from_dict(d), column)
+
+    def risk(self, value: Any) -> float:
+        """The risk as a number (missing, NaN or not a number: 0)."""
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            return 0.0
+        return x if x == x else 0.0
 
 
 @dataclass(frozen=True)
@@ -32,6 +69,8 @@ class Rules:
         cap_per_channel: most contacts per channel inside the window.
         cap_window_hours: the window of the caps.
         require_consent: a channel that names a consent flag needs that flag to be true (opt-in).
+        segments: targeting spec a customer must meet to get any offer (see the module doc; empty: everyone).
+        abuse: the abuse-risk rule (None: risk is not used).
     """
 
     new_customers_only: bool = False
@@ -42,8 +81,12 @@ class Rules:
     cap_per_channel: Mapping[str, int] = field(default_factory=dict)
     cap_window_hours: float = 168.0
     require_consent: bool = True
+    segments: Mapping[str, Any] = field(default_factory=dict)
+    abuse: AbuseRule | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "abuse", AbuseRule.from_dict(self.abuse))
+        object.__setattr__(self, "_conditions", compile_where(self.segments))
         if self.min_tier is not None and self.min_tier not in self.tiers:
             raise ConfigError(f"rules: min_tier {self.min_tier!r} is not in tiers {list(self.tiers)}")
         if self.cap_per_customer is not None and self.cap_per_customer < 0:
@@ -62,7 +105,25 @@ class Rules:
         for key in ("cities", "tiers"):
             if key in d:
                 d[key] = tuple(d[key] or ())
+        if not isinstance(d.get("segments") or {}, Mapping):
+            raise ConfigError(f"rules: segments must be a mapping of conditions, got {d['segments']!r}")
+        d["segments"] = dict(d.get("segments") or {})
         return cls(**d)
+
+    @property
+    def conditions(self) -> list[Condition]:
+        """The compiled segment conditions."""
+        return self._conditions  # type: ignore[attr-defined]
+
+    def segment_ok(self, attrs: Mapping[str, Any]) -> bool:
+        """Whether one customer's attributes meet the segment rules."""
+        return row_matches(attrs, self.conditions)
+
+    def attribute_columns(self) -> set[str]:
+        """The customer attributes these rules read, besides ``consent_*`` / ``reach_*`` (for batch jobs)."""
+        cols = {"city", "tier", "lifecycle_stage", "lifecycle"} | {c for c, _, _ in self.conditions}
+        cols |= {ALIASES[c] for c in cols if c in ALIASES}
+        return cols | ({self.abuse.column} if self.abuse is not None else set())
 
 
 def _column(customers: Mapping[str, Sequence[Any]], name: str, n: int, default: Any) -> np.ndarray:
@@ -83,6 +144,8 @@ def eligible_customers(customers: Mapping[str, Sequence[Any]], n: int, rules: Ru
         rank = {t: i for i, t in enumerate(rules.tiers)}
         tiers = _column(customers, "tier", n, None)
         ok &= np.array([rank.get(t, -1) >= rank[rules.min_tier] for t in tiers], dtype=bool)
+    if rules.conditions:
+        ok &= columns_match(customers, n, rules.conditions)
     return ok
 
 
@@ -99,7 +162,8 @@ def allowed_arms(
     Args:
         catalog: arms, control first.
         customers: columns of customer attributes (``consent_<channel>`` / the channel's consent flag,
-            ``reach_<channel>``, ``city``, ``tier``, ``lifecycle_stage``); a missing consent flag means no consent.
+            ``reach_<channel>``, ``city``, ``tier``, ``lifecycle_stage``, the segment rules' columns, the abuse
+            risk); a missing consent flag means no consent.
         n: number of customers.
         rules: the rule configuration.
         contacts: per channel, contacts of each customer inside the cap window (missing: 0).
@@ -123,6 +187,9 @@ def allowed_arms(
         if cap is not None:
             used = np.asarray(contacts.get(arm.channel.id, np.zeros(n)), dtype=np.int64)
             mask[:, j] &= used < cap
+    if rules.abuse is not None:
+        risk = [rules.abuse.risk(v) for v in _column(customers, rules.abuse.column, n, None)]
+        mask &= abuse_mask(np.array(risk, dtype=float), catalog, rules.abuse.policy)
     if budget_left is not None:
         worst = np.array([a.redeem_cost + a.contact_cost for a in arms])
         mask &= worst[None, :] <= budget_left + 1e-12

@@ -14,11 +14,14 @@ from features.segments import (
     RFM_SEGMENTS,
     build_segments,
     channel_affinity,
+    columns_match,
+    compile_where,
     has_tags,
     offer_channels,
     price_sensitivity,
     rfm_scores,
     rfm_segment,
+    row_matches,
     segment_report,
     select,
     tag_counts,
@@ -216,3 +219,57 @@ def test_activity_events_beyond_the_canonical_kinds_are_ignored(world):
     mixed = pd.concat([events, extra], ignore_index=True)
     got = build_segments(mixed, world.customers, at=0.0, channels=world.catalog)
     pd.testing.assert_frame_equal(got, build_segments(events, world.customers, at=0.0, channels=world.catalog))
+
+
+SEGMENT_VALUES = st.sampled_from([None, float("nan"), "at_risk", "champions", "loyal", 0, 1.5, 3.0, "7"])
+TAG_VALUES = st.none() | st.lists(st.sampled_from(["rfm:loyal", "price:high", "channel:push"]), max_size=3).map(tuple)
+SPECS = st.dictionaries(
+    st.sampled_from(["rfm_segment", "score", "lifecycle_stage", "tags"]),
+    st.sampled_from(["at_risk", ["champions", "loyal"], {"min": 1.0}, {"max": 2.0, "min": 0}, [0, "7"]]),
+    max_size=3,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {"rfm_segment": SEGMENT_VALUES, "score": SEGMENT_VALUES, "lifecycle": SEGMENT_VALUES, "tags": TAG_VALUES}
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    SPECS,
+)
+def test_one_customers_segment_match_equals_the_column_match_and_select(rows, spec):
+    """The service decides one customer at a time (row_matches), batch jobs on columns: both the same rule."""
+    spec = {k: (v if k != "tags" or isinstance(v, str) else ["rfm:loyal"]) for k, v in spec.items()}
+    conditions = compile_where(spec)
+    frame = pd.DataFrame(rows)
+    columns = {c: frame[c].to_numpy(dtype=object) for c in frame.columns}  # lifecycle_stage falls back to lifecycle
+    want = np.array([row_matches(r, conditions) for r in rows], dtype=bool)
+    np.testing.assert_array_equal(columns_match(columns, len(rows), conditions), want)
+    if "lifecycle_stage" not in spec:
+        np.testing.assert_array_equal(select(frame, spec), want)
+    for r, ok in zip(rows, want, strict=True):  # the reference: every condition by hand
+        for col, cond in spec.items():
+            v = r["lifecycle"] if col == "lifecycle_stage" else r[col]
+            if col == "tags":
+                good = v is not None and set([cond] if isinstance(cond, str) else cond) <= set(v)
+            elif isinstance(cond, dict):
+                x = float(v) if isinstance(v, int | float) or (isinstance(v, str) and v.isdigit()) else np.nan
+                good = cond.get("min", -np.inf) <= x <= cond.get("max", np.inf)
+            else:
+                good = v is not None and v == v and v in ([cond] if isinstance(cond, str) else cond)
+            if not good:
+                assert not ok
+                break
+        else:
+            assert ok
+
+
+def test_compile_where_names_bad_bounds():
+    with pytest.raises(ConfigError, match="bounds must be numbers"):
+        compile_where({"score": {"min": "high"}})
+    with pytest.raises(ConfigError, match="unknown bounds"):
+        compile_where({"score": {"above": 1}})

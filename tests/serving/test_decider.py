@@ -8,18 +8,21 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from features.errors import ConfigError, ModelError
 from features.registry import alias_version
 from features.scoring import ArmScorer
+from features.store import OnlineStore
 from serving.cli_serve import command, environment, prepare
 from serving.decider import Champion, Checkpointer, Decider, expected_cost, hash_id
 from serving.policy import holdout_unit
 from serving.rules import Rules, allowed_arms
 from serving.settings import SETTINGS_ENV, load_settings, settings_from_env
+from serving.store_columns import merge_columns
 from tests.serving.conftest import API_KEY, fill_store, tiny_spec
 
 SPEC = tiny_spec(seed=0, trees=2)
@@ -247,6 +250,110 @@ def test_fast_rule_mask_equals_the_rules_reference(attrs, new_only, cities, min_
     if channels is not None:
         reference[0, 1:] &= np.array([c in channels for c in champ.channels[1:]])
     np.testing.assert_array_equal(champ.rule_mask(rules, attrs, channels), reference)
+
+
+SEGMENT_RULES = st.sampled_from(
+    [{}, {"lifecycle": ["never_bought", "potential"]}, {"rfm_segment": "at_risk", "price_sensitivity": {"max": 0.5}}]
+)
+ABUSE_RULES = st.none() | st.fixed_dictionaries(
+    {"exclude_at": st.floats(0.5, 1.0), "cap_at": st.floats(0.0, 0.5), "cap_value": st.sampled_from([0.0, 5.0, 10.0])}
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    customer_attrs(),
+    st.sampled_from([None, "at_risk", "loyal"]),
+    st.sampled_from([None, float("nan"), 0.2, 0.7, "x"]),
+    st.none() | st.floats(0.0, 1.0),
+    SEGMENT_RULES,
+    ABUSE_RULES,
+)
+def test_fast_rule_mask_with_segments_and_abuse_equals_the_rules_reference(attrs, rfm, price, risk, segments, abuse):
+    rules = Rules.from_dict({"segments": segments, "abuse": abuse, "require_consent": False})
+    champ = Champion.build(ArmScorer(SPEC), "1", load_settings(overrides={"insecure": True}, environ={}))
+    attrs = {**attrs, "rfm_segment": rfm, "price_sensitivity": price, "abuse_risk": risk}
+    columns = {k: [v] for k, v in attrs.items()}
+    np.testing.assert_array_equal(
+        champ.rule_mask(rules, attrs, None), allowed_arms(champ.scorer.catalog, columns, 1, rules)
+    )
+
+
+@pytest.fixture(scope="module")
+def abuse_decider(tmp_path_factory, specs) -> Decider:
+    """Coupons pay for everyone, half the traffic explores; risk excluded at 0.8, capped to 5 at 0.5."""
+    tmp = tmp_path_factory.mktemp("abuse")
+    frame = fill_store(tmp / "store.db", n=60)
+    risky = frame.iloc[:20].assign(abuse_risk=np.linspace(0.8, 1.0, 20))
+    OnlineStore(tmp / "store.db").put_frame(risky, as_of=1.0)
+    rules = {"abuse": {"exclude_at": 0.8, "cap_at": 0.5, "cap_value": 5.0}, "cap_per_customer": None}
+    decider = make_decider(tmp, tmp / "store.db", specs, rules=rules, policy={"holdout": 0.0, "explore": 0.5})
+    yield decider
+    decider.close()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.integers(0, 59),
+    st.floats(0.8, 1.0),
+    st.none() | st.lists(st.sampled_from(["sms", "push", "wechat", "email"]), min_size=1, max_size=4),
+    st.sampled_from([None, 0.0, 0.3]),
+)
+def test_a_customer_above_the_abuse_threshold_never_gets_a_coupon(abuse_decider, i, risk, channels, claimed):
+    """Risk from the store (customers 0-19) or the context (the others); a lower risk claimed by the request
+    never wins over the store's."""
+    cid = f"cust{i:05d}"
+    features = {"consent_sms": 1, "consent_push": 1} if claimed is None else {"abuse_risk": claimed}
+    if i >= 20:
+        features["abuse_risk"] = risk
+    d = abuse_decider.decide(cid, {"channels": channels, "features": features})
+    assert d.arm == "none" and d.offer_id is None and d.committed_cost == 0.0
+
+
+def test_risky_customers_get_small_coupons_and_the_others_any(abuse_decider):
+    values = {"cap": set(), "low": set()}
+    for i in range(20, 60):
+        for risk, band in ((0.6, "cap"), (0.1, "low")):
+            for _ in range(3):
+                values[band].add(abuse_decider.decide(f"cust{i:05d}", {"features": {"abuse_risk": risk}}).coupon_value)
+    assert max(values["cap"]) <= 5.0 and max(values["low"]) > 5.0
+
+
+def test_merged_store_columns_keep_the_features_and_reach_the_decider(tmp_path, specs):
+    path = tmp_path / "store.db"
+    frame = fill_store(path, n=30)
+    extra = pd.DataFrame(
+        {"abuse_risk": [0.95, np.nan, 0.1], "tags": [("rfm:loyal",), (), ("a", "b")]},
+        index=pd.Index(["cust00000", "cust00001", "brand-new"], name="customer_id"),
+    )
+    assert merge_columns(path, extra, as_of=5.0) == {"updated": 2, "inserted": 1}
+    store = OnlineStore(path)
+    row = store.get("cust00000")
+    assert row["abuse_risk"] == 0.95 and row["tags"] == ["rfm:loyal"]
+    assert row["income"] == frame.loc["cust00000", "income"]  # the features stay
+    assert "abuse_risk" not in store.get("cust00001")  # NaN: unknown
+    assert store.get("brand-new") == {"abuse_risk": 0.1, "tags": ["a", "b"]}
+    decider = make_decider(
+        tmp_path, path, specs, rules={"abuse": {"exclude_at": 0.9}}, policy={"holdout": 0.0, "explore": 1.0}
+    )
+    assert all(decider.decide("cust00000", {"features": {"abuse_risk": 0.0}}).arm == "none" for _ in range(10))
+    decider.close()
+
+
+def test_segment_rules_hold_in_the_live_decider(tmp_path, store_path, specs):
+    decider = make_decider(
+        tmp_path,
+        store_path,
+        specs,
+        policy={"holdout": 0.0, "explore": 1.0},
+        rules={"segments": {"lifecycle": "potential"}},
+    )
+    outside = [decider.decide(f"cust{i:05d}", {"features": {"lifecycle": "loyal"}}) for i in range(20)]
+    unknown = [decider.decide(f"cust{i:05d}") for i in range(20, 40)]  # the store has no lifecycle: not eligible
+    inside = [decider.decide(f"cust{i:05d}", {"features": {"lifecycle": "potential"}}) for i in range(40, 80)]
+    assert all(d.arm == "none" for d in outside + unknown) and any(d.arm != "none" for d in inside)
+    with pytest.raises(ConfigError, match="segments"):
+        load_settings(overrides={"insecure": True, "rules": {"segments": ["loyal"]}}, environ={})
 
 
 def test_background_checkpoints_keep_the_wal_short_and_the_requests_free_of_them(tmp_path, store_path, specs):
