@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from features.abuse import AbusePolicy, abuse_mask
 from features.catalog import Catalog
@@ -187,9 +188,10 @@ def allowed_arms(
         if cap is not None:
             used = np.asarray(contacts.get(arm.channel.id, np.zeros(n)), dtype=np.int64)
             mask[:, j] &= used < cap
-    if rules.abuse is not None:
-        risk = [rules.abuse.risk(v) for v in _column(customers, rules.abuse.column, n, None)]
-        mask &= abuse_mask(np.array(risk, dtype=float), catalog, rules.abuse.policy)
+    if rules.abuse is not None and customers.get(rules.abuse.column) is not None:
+        values = pd.Series(np.asarray(customers[rules.abuse.column], dtype=object))
+        risk = pd.to_numeric(values, errors="coerce").fillna(0.0).to_numpy(dtype=float)
+        mask &= abuse_mask(risk, catalog, rules.abuse.policy)
     if budget_left is not None:
         worst = np.array([a.redeem_cost + a.contact_cost for a in arms])
         mask &= worst[None, :] <= budget_left + 1e-12
