@@ -397,7 +397,9 @@ def triggers_cmd(
     decide: Annotated[
         str, typer.Option(help="policy: the pure policy (world scores or --fixed-arm); service: the service's Decider.")
     ] = "policy",
-    service_config: Annotated[Path | None, typer.Option(help="Service config YAML for --decide service.")] = None,
+    service_config: Annotated[
+        Path | None, typer.Option("--config", help="Service config YAML for --decide service.")
+    ] = None,
     fixed_arm: Annotated[str | None, typer.Option(help="Arm every trigger offers (policy on an events file).")] = None,
 ) -> None:
     """Replay an event stream through real-time trigger rules; decisions go to the channel adapter's outbox."""
