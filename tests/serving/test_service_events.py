@@ -9,9 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from serving.decision_log import DecisionLog
 from tests.serving.conftest import Registry, ServiceProcess, fill_store, free_port, service_config
+from tests.serving.test_service_fuzz import any_json
 
 pytestmark = pytest.mark.slow
 
@@ -197,3 +200,43 @@ def test_the_server_clock_ticks_timers_and_refuses_times_in_another_unit(tmp_pat
         assert sum(ctx.get("trigger") == "quick" for ctx in contexts) == 5
     finally:
         svc.stop()
+
+
+# The fuzz tests come last: their random times move the shared stream's clock, which the tests above rely on.
+KINDS = ["transaction", "offer_received", "offer_viewed", "offer_completed", "app_open", "signup"]
+FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+finite = st.floats(-1e12, 1e12, allow_nan=False)
+valid_event = st.fixed_dictionaries(
+    {"customer_id": st.text(min_size=1, max_size=20), "time": finite, "event": st.sampled_from(KINDS)},
+    optional={
+        "amount": st.floats(0, 1e9),
+        "offer_id": st.none() | st.text(max_size=10),
+        "reward": st.floats(0, 100),
+        "channel": st.none() | st.sampled_from(["sms", "push"]),
+    },
+)
+
+
+@FUZZ
+@given(st.lists(valid_event, max_size=6))
+def test_valid_event_batches_are_answered(service, events):
+    with service.client() as c:
+        r = c.post("/events", json={"events": events})
+    assert r.status_code == 200, r.text[:300]
+    body = r.json()
+    assert body["accepted"] == len(events) and body["late"] <= len(events)
+    assert set(body["decision_ids"]) <= {f["decision_id"] for f in body["firings"]}
+
+
+@FUZZ
+@given(st.data())
+def test_mutated_and_arbitrary_event_bodies_never_get_a_5xx(service, data):
+    events = data.draw(st.lists(valid_event, min_size=1, max_size=3))
+    i = data.draw(st.integers(0, len(events) - 1))
+    key = data.draw(st.sampled_from(["customer_id", "time", "event", "amount", "reward", "offer_id", "extra"]))
+    events[i][key] = data.draw(any_json)
+    body = data.draw(st.sampled_from([{"events": events}, events, {"events": events[0]}, {"until": events[0]}]))
+    path = data.draw(st.sampled_from(["/events", "/events/flush"]))
+    with service.client() as c:
+        r = c.post(path, json=body)
+    assert r.status_code < 500, f"{r.status_code}: {r.text[:300]}"
