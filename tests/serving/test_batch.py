@@ -11,11 +11,12 @@ import pytest
 
 from features.errors import DataNotFoundError, SchemaError
 from features.scoring import ArmScorer
-from serving.batch import draws, input_columns, iter_frames, run_batch, write_customer_file
-from serving.decider import expected_cost
+from serving.batch import decide_logged, draws, input_columns, iter_frames, run_batch, write_customer_file
+from serving.decider import Decider, expected_cost
 from serving.policy import PolicyConfig, decide, holdout_unit
 from serving.rules import Rules, allowed_arms
-from tests.serving.conftest import tiny_spec
+from serving.settings import load_settings
+from tests.serving.conftest import fill_store, tiny_spec
 
 N = 1500
 POLICY = PolicyConfig(holdout=0.1, explore=0.2, experiment="batch-test")
@@ -159,3 +160,114 @@ def test_compiled_trees_give_identical_decisions_and_are_cached(scorer, customer
     plain, quick = pd.read_parquet(a), pd.read_parquet(b)
     assert plain["arm"].tolist() == quick["arm"].tolist()
     np.testing.assert_allclose(plain["expected_cost"], quick["expected_cost"], rtol=1e-9)
+
+
+# --- decide_logged: the service's decisions for many customers in one transaction -------------------------------
+
+LOGGED_N = 120
+HOUR = 3600.0
+
+
+def logged_decider(tmp_path, store_path, name: str, spec: dict, **overrides) -> Decider:
+    """A Decider on its own decision log, with a cap per customer and per channel, deciding at context time."""
+    data = {
+        "insecure": True,
+        "use_context_time": True,
+        "decision_log_url": f"sqlite:///{tmp_path / f'{name}.db'}",
+        "online_store_path": str(store_path),
+        "sqlite_synchronous": "NORMAL",
+        "campaign": {"name": "t", "budget": None},
+        "pacing": {"enabled": False},
+        "policy": {"holdout": 0.1, "explore": 0.3, "experiment": "logged", "explain_top": 0},
+        "rules": {"cap_per_customer": 2, "cap_per_channel": {"sms": 1}, "cap_window_hours": 24.0},
+        "registry": {"reload_interval_s": 0},
+        **overrides,
+    }
+    decider = Decider(
+        load_settings(overrides=data, environ={}), loader=lambda v: ArmScorer(spec), version_of_champion=lambda: "7"
+    )
+    decider.load_champion()
+    return decider
+
+
+def seeded(decider: Decider, seed: int) -> Decider:
+    decider._local.rng = np.random.default_rng(seed)  # the draws of Decider.decide, made reproducible
+    return decider
+
+
+def history(decider: Decider, ids: list[str]) -> None:
+    """Earlier decisions (some inside the cap window of the test's decisions, some before it)."""
+    seeded(decider, 99)
+    for i, cid in enumerate(ids[:60]):
+        decider.decide(cid, {"timestamp": (100.0 - (2 if i % 2 else 30)) * HOUR})
+        decider.decide(cid, {"timestamp": (100.0 - 1) * HOUR})
+
+
+@pytest.fixture()
+def logged_setup(tmp_path):
+    store = tmp_path / "store.db"
+    fill_store(store, n=LOGGED_N - 10)
+    ids = [f"cust{i:05d}" for i in range(LOGGED_N)]  # the last 10 are unknown to the store: cold starts
+    ids = [ids[i] for i in np.random.default_rng(1).permutation(LOGGED_N)]
+    return store, ids, tiny_spec(seed=0, trees=3)
+
+
+def comparable(rows: pd.DataFrame) -> pd.DataFrame:
+    return rows.drop(columns=["decision_id"]).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("budget", [None, 1e6])
+def test_logged_batch_makes_and_logs_exactly_the_decisions_of_decide(tmp_path, logged_setup, budget):
+    store, ids, spec = logged_setup
+    one = logged_decider(tmp_path, store, "one", spec, campaign={"name": "t", "budget": budget})
+    many = logged_decider(tmp_path, store, "many", spec, campaign={"name": "t", "budget": budget})
+    history(one, ids)
+    history(many, ids)
+    ctx = {"timestamp": 100.0 * HOUR}
+    seeded(one, 5)
+    made = [one.decide(cid, ctx).decision_id for cid in ids]
+    want = pd.DataFrame(one.log.read()).set_index("decision_id").loc[made].reset_index()
+    got = decide_logged(many, ids, ctx, u=np.random.default_rng(5).random((len(ids), 2)))
+    assert got.one_transaction
+    pd.testing.assert_frame_equal(comparable(got.rows), comparable(want[got.rows.columns]))
+    logged = pd.DataFrame(many.log.read()).set_index("decision_id").loc[got.rows["decision_id"]].reset_index()
+    pd.testing.assert_frame_equal(comparable(logged[got.rows.columns]), comparable(got.rows))
+    before = pd.DataFrame(one.log.read())
+    recent = before[(before["ts"] > 76.0 * HOUR) & (before["ts"] < 100.0 * HOUR) & before["channel"].notna()]
+    counts = recent.groupby("customer_id").size()
+    capped = want["customer_id"].isin(counts.index[counts >= 2])  # two contacts inside the window: no offer
+    assert capped.sum() >= 5
+    assert (want.loc[capped & (want["grp"] != "holdout"), "arm"] == "none").all()
+    assert set(want["grp"]) == {"holdout", "explore", "exploit"}
+    if budget is not None:
+        assert many.log.budget("t")["committed"] == one.log.budget("t")["committed"] > 0
+
+
+def test_logged_batch_scores_and_rule_masks_are_the_champions(tmp_path, logged_setup):
+    store, ids, spec = logged_setup
+    d = logged_decider(tmp_path, store, "s", spec)
+    got = decide_logged(d, ids[:20], {"timestamp": 5.0 * HOUR})
+    attrs = [d.store.get(c) or {} for c in ids[:20]]
+    incr, _ = d.champion.scores(d.champion.scorer.features.encode_records(attrs))
+    np.testing.assert_array_equal(got.incr, incr)
+    want = np.vstack([d.champion.rule_mask(d.rules, a, None) for a in attrs])
+    np.testing.assert_array_equal(got.rule_mask, want)
+
+
+def test_logged_batch_falls_back_to_decide_when_the_budget_could_run_out(tmp_path, logged_setup):
+    store, ids, spec = logged_setup
+    d = logged_decider(tmp_path, store, "tight", spec, campaign={"name": "t", "budget": 150.0})
+    got = decide_logged(d, ids, {"timestamp": 100.0 * HOUR})
+    assert not got.one_transaction and len(got.rows) == len(ids)
+    assert got.rows["customer_id"].tolist() == ids
+    assert d.log.budget("t")["committed"] <= 150.0 + 1e-9
+    assert got.rows["committed_cost"].sum() == pytest.approx(d.log.budget("t")["committed"])
+
+
+def test_logged_batch_with_pacing_goes_one_by_one_and_a_repeated_customer_too(tmp_path, logged_setup):
+    store, ids, spec = logged_setup
+    paced = logged_decider(tmp_path, store, "paced", spec, campaign={"name": "t", "budget": 1e6}, pacing={})
+    assert not decide_logged(paced, ids[:5], {"timestamp": 1.0 * HOUR}).one_transaction
+    twice = logged_decider(tmp_path, store, "twice", spec)
+    got = decide_logged(twice, [ids[0], ids[0]], {"timestamp": 1.0 * HOUR})
+    assert not got.one_transaction and len(got.rows) == 2
