@@ -30,7 +30,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -42,13 +42,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
-from features.errors import ConfigError, DataNotFoundError, ModelError, SchemaError
+from features.errors import ConfigError, DataError, DataNotFoundError, ModelError, SchemaError
 from features.model_io import load_model
 from features.scoring import ArmScorer
 from serving.budget import Allocation, SpillStore, chunk_breakpoints, spend_curve
 from serving.decider import Champion, Decider, _attributes, _log_context, expected_cost
+from serving.decision_log import DecisionLog
 from serving.decision_log import budgets as budget_table
 from serving.decision_log import decisions as decision_table
+from serving.decision_log import outcomes as outcome_table
 from serving.policy import GROUPS, Decisions, PolicyConfig, decide, holdout_unit
 from serving.rules import Rules, allowed_arms
 
@@ -613,3 +615,34 @@ def _one_by_one(decider: Decider, ids: list[str], ctx: Mapping[str, Any]) -> pd.
     made = [decider.decide(cid, ctx).decision_id for cid in ids]
     logged = pd.DataFrame(decider.log.read("decisions")).set_index("decision_id")
     return logged.loc[made].reset_index()[[c.name for c in decision_table.columns]]
+
+
+OUTCOME_FIELDS = ("event_id", "customer_id", "ts", "visit", "buy", "spend", "redeem")
+
+
+def record_outcomes_bulk(log: DecisionLog, events: Iterable[Mapping[str, Any]], chunk: int = 500) -> int:
+    """Store a batch of outcome events as `DecisionLog.add_outcomes` does, in one transaction with bulk statements.
+
+    Idempotent on ``event_id`` (events already stored, or listed earlier in the batch, are skipped; the first
+    one wins); DataError names a missing field. Returns how many events were new.
+    """
+    now = time.time()
+    fresh: dict[str, dict[str, Any]] = {}
+    for e in events:
+        try:
+            values = {k: e[k] for k in OUTCOME_FIELDS}
+        except KeyError as exc:
+            raise DataError(f"outcome event is missing field {exc.args[0]!r}") from None
+        values["decision_id"] = e.get("decision_id")
+        values["received_ts"] = now
+        fresh.setdefault(values["event_id"], values)
+    ids = list(fresh)
+    column = outcome_table.c.event_id
+    with log.engine.begin() as conn:
+        for start in range(0, len(ids), chunk):
+            part = ids[start : start + chunk]
+            for (known,) in conn.execute(sa.select(column).where(column.in_(part))):
+                fresh.pop(known, None)
+        if fresh:
+            conn.execute(outcome_table.insert(), list(fresh.values()))
+    return len(fresh)
