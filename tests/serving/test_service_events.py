@@ -40,11 +40,12 @@ def store(workdir) -> dict:
 
 @pytest.fixture(scope="module")
 def service(workdir, store, registry: Registry):
-    """A service (2 workers) whose triggers run on the events' clock."""
+    """A service (2 workers) whose triggers run on the events' clock; every decision explores, so that offers are
+    made whatever the champion of the session's registry is (another module swaps in one where coupons hurt)."""
     config = service_config(
         workdir,
         registry,
-        policy={"holdout": 0.0, "explore": 0.0},
+        policy={"holdout": 0.0, "explore": 1.0},
         rules={"cap_per_customer": 50},
         campaign={"budget": 100_000.0},
         triggers={"clock": "events", "rules": [QUICK, WELCOME]},
