@@ -1,16 +1,20 @@
-"""Training the S-learner on many rows on one machine: Parquet read in chunks into one preallocated float matrix.
+"""Training the S-learner on many rows on one machine, from Parquet, without pandas frames or copies of the data.
 
 `fit_large_spec` fits the same model as `training.train.fit_spec` with ``TrainConfig(learner="s")`` (one LightGBM
 booster per outcome on the features followed by the arm's features: one-hot of the treatment arms and the coupon
-value, or the coupon value alone with ``monotone``), and returns the same scorer spec, but it never holds the data
-as pandas frames: Parquet record batches are encoded straight into a preallocated matrix (float32 by default: half
-the memory of float64), LightGBM bins that matrix once, the matrix is freed, and every outcome trains on the one
-binned Dataset with its own label. Peak memory is about the matrix (rows x columns x 4 bytes) plus LightGBM's bins
-(rows x columns x 1 byte), and no copy of it is ever made.
+value, or the coupon value alone with ``monotone``) and returns the same scorer spec. LightGBM bins the rows once;
+every outcome trains on that one binned Dataset with its own label. Two ways to feed LightGBM the rows:
 
-With ``dtype=np.float64`` the boosters are identical to `fit_spec`'s on the same rows (tested). With float32
-(the default) the feature values LightGBM bins are rounded to float32 first, so a bin boundary can move between
-two values that float32 no longer tells apart: predictions agree closely but not bit for bit (tested too).
+- ``construct="matrix"`` (default): Parquet record batches are encoded straight into one preallocated matrix,
+  float32 by default (half the memory of float64); it is freed once binned. Peak memory: the matrix (rows x
+  columns x 4 bytes) plus LightGBM's bins (about rows x columns bytes).
+- ``construct="sequence"``: `ParquetRows`, a `lightgbm.Sequence`, decodes one record batch at a time while
+  LightGBM samples and bins the rows (the file is read twice); no matrix at all: peak memory is about the bins.
+
+With float64 values (``construct="sequence"``, or ``dtype=np.float64``) the boosters are identical to
+`fit_spec`'s on the same rows (tested). With float32 the values LightGBM bins are rounded to float32 first, so
+the thresholds are float32 values and a bin boundary can move between two values float32 no longer tells apart:
+predictions agree closely but are not guaranteed bit for bit (tested within a stated tolerance).
 
 For data beyond one machine, `training.train_dask.fit_dask_spec` trains with lightgbm.dask on a cluster.
 """
@@ -163,6 +167,87 @@ def build_matrix(
     return Z, labels, arms
 
 
+def read_labels(
+    files: Sequence[Path], arm_ids: Sequence[str], outcomes: Sequence[str], batch_rows: int = BATCH_ROWS
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The outcome labels (float32) and each row's arm code, read batch by batch (those columns only)."""
+    n = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    labels = {o: np.empty(n, dtype=np.float32) for o in outcomes}
+    arms = np.empty(n, dtype=np.int16)
+    lo = 0
+    for path in files:
+        for batch in pq.ParquetFile(path).iter_batches(batch_rows, columns=["arm", *outcomes]):
+            m = batch.num_rows
+            arms[lo : lo + m] = _arm_codes(batch.column("arm"), arm_ids)
+            for o in outcomes:
+                labels[o][lo : lo + m] = _label(batch.column(o), o)
+            lo += m
+    return labels, arms
+
+
+class ParquetRows(lgb.Sequence):
+    """The S-learner's model rows ``[features, table[arm]]`` of Parquet files as a LightGBM `Sequence` (float64).
+
+    LightGBM reads it twice, in row order: single rows for its binning sample, then slices of `batch_size` rows
+    to bin; each record batch is decoded when first needed and only the current one is kept, so memory stays at
+    one batch whatever the number of rows.
+    """
+
+    def __init__(
+        self, files: Sequence[Path], spec: FeatureSpec, table: np.ndarray, arm_ids: Sequence[str], batch_size: int
+    ) -> None:
+        self.files, self.spec, self.table, self.arm_ids = list(files), spec, table, list(arm_ids)
+        self.batch_size = batch_size
+        self.rows = sum(pq.ParquetFile(f).metadata.num_rows for f in self.files)
+        self._restart()
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def _restart(self) -> None:
+        self._blocks = self._decode()
+        self._start, self._block = 0, np.empty((0, len(self.spec.columns) + self.table.shape[1]))
+
+    def _decode(self) -> Any:
+        """(first row, matrix) of every record batch, in order."""
+        lo, p = 0, len(self.spec.columns)
+        for path in self.files:
+            for batch in pq.ParquetFile(path).iter_batches(self.batch_size, columns=[*self.spec.columns, "arm"]):
+                out = np.empty((batch.num_rows, p + self.table.shape[1]))
+                encode_batch(batch, self.spec, out[:, :p])
+                out[:, p:] = self.table[_arm_codes(batch.column("arm"), self.arm_ids)]
+                yield lo, out
+                lo += batch.num_rows
+
+    def _seek(self, row: int) -> None:
+        """Make the cached block the one holding `row`."""
+        if row < self._start:
+            self._restart()
+        while row >= self._start + len(self._block):
+            self._start, self._block = next(self._blocks)
+
+    def __getitem__(self, idx: int | slice | list[int]) -> np.ndarray:
+        """Row `idx` (1-D), or the rows of a slice or list (2-D)."""
+        if isinstance(idx, slice):
+            start, stop, step = idx.indices(self.rows)
+            if step != 1:
+                return self[list(range(start, stop, step))]
+            parts = []
+            while start < stop:
+                self._seek(start)
+                end = min(stop, self._start + len(self._block))
+                parts.append(self._block[start - self._start : end - self._start])
+                start = end
+            return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if isinstance(idx, list | np.ndarray):
+            return np.stack([self[int(i)] for i in idx])
+        row = int(idx) + (self.rows if idx < 0 else 0)
+        if not 0 <= row < self.rows:
+            raise IndexError(f"row {idx} out of range for {self.rows} rows")
+        self._seek(row)
+        return self._block[row - self._start]
+
+
 def s_arm_table(catalog: Catalog, monotone: bool = False) -> np.ndarray:
     """The S-learner's arm features, as `training.learners.SLearner` with ``arm_values`` = coupon values: one-hot
     of the treatment arms and the coupon value, or (``monotone``) the coupon value alone."""
@@ -192,6 +277,7 @@ def fit_large_spec(
     feature_spec: FeatureSpec | None = None,
     metadata: Mapping[str, Any] | None = None,
     batch_rows: int = BATCH_ROWS,
+    construct: str = "matrix",
 ) -> dict[str, Any]:
     """Fit the S-learner's outcome boosters on Parquet data and return the scorer spec.
 
@@ -209,9 +295,14 @@ def fit_large_spec(
         feature_spec: column order and categorical levels (default: scanned from the data, sorted levels).
         metadata: stored in the spec; the spec's ``metadata.timings`` gets the seconds of each stage.
         batch_rows: rows per record batch while reading.
+        construct: "matrix" (every row encoded into one preallocated `dtype` matrix, which LightGBM bins) or
+            "sequence" (LightGBM bins the rows from a `ParquetRows` sequence, decoding one batch at a time: no
+            matrix, the file is read twice; float64 values, `dtype` is not used).
     """
     if value_outcome not in outcomes:
         raise ConfigError(f"value_outcome {value_outcome!r} is not among the outcomes {list(outcomes)}")
+    if construct not in ("matrix", "sequence"):
+        raise ConfigError(f"construct must be 'matrix' or 'sequence', got {construct!r}")
     if np.dtype(dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise ConfigError(f"dtype must be float32 or float64, got {np.dtype(dtype)}")
     files = _files(source)
@@ -223,7 +314,11 @@ def fit_large_spec(
     t0 = time.perf_counter()
     spec_f = feature_spec or scan_feature_spec(files, feature_columns)
     table = s_arm_table(catalog, monotone)
-    Z, labels, arms = build_matrix(files, spec_f, table, catalog.arm_ids, outcomes, dtype, batch_rows)
+    if construct == "sequence":
+        labels, arms = read_labels(files, catalog.arm_ids, outcomes, batch_rows)
+        Z: Any = ParquetRows(files, spec_f, table, catalog.arm_ids, batch_rows)
+    else:
+        Z, labels, arms = build_matrix(files, spec_f, table, catalog.arm_ids, outcomes, dtype, batch_rows)
     _check_arm_rows(arms, catalog.arm_ids, 20)
     del arms
     timings["read_encode"] = time.perf_counter() - t0
@@ -234,7 +329,7 @@ def fit_large_spec(
     ds = lgb.Dataset(
         Z, label=labels[outcomes[0]], params=first, categorical_feature=spec_f.categorical_indices or "auto"
     )
-    del Z  # the Dataset holds the only reference; LightGBM frees it once binned (free_raw_data)
+    del Z  # the Dataset holds the only reference; LightGBM drops it once binned (free_raw_data)
     ds.construct()
     timings["bin"] = time.perf_counter() - t0
     specs: dict[str, dict[str, Any]] = {}
@@ -264,7 +359,8 @@ def fit_large_spec(
             **dict(metadata or {}),
             "trainer": "train_large",
             "learner": "s",
-            "dtype": np.dtype(dtype).name,
+            "construct": construct,
+            "dtype": np.dtype(np.float64 if construct == "sequence" else dtype).name,
             "timings": timings,
         },
     }

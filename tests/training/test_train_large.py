@@ -12,7 +12,14 @@ from features.errors import ConfigError, DataError
 from features.scoring import ArmScorer, FeatureSpec
 from features.simworld_experiment import make_experiment
 from training.train import TrainConfig, fit_spec
-from training.train_large import encode_batch, fit_large_spec, scan_feature_spec
+from training.train_large import (
+    ParquetRows,
+    build_matrix,
+    encode_batch,
+    fit_large_spec,
+    s_arm_table,
+    scan_feature_spec,
+)
 
 #: Small trees, but bagging and feature sampling on (the defaults): the seeds must line up too.
 PARAMS = {"num_iterations": 15, "num_leaves": 7, "min_data_in_leaf": 20}
@@ -109,6 +116,8 @@ def test_bad_inputs_are_named(data, tmp_path):
         fit_large_spec(path, exp.catalog, ["spend"], "visit", cols)
     with pytest.raises(ConfigError, match="int32"):
         fit_large_spec(path, exp.catalog, ["spend"], "spend", cols, dtype=np.int32)
+    with pytest.raises(ConfigError, match="'disk'"):
+        fit_large_spec(path, exp.catalog, ["spend"], "spend", cols, construct="disk")
     with pytest.raises(DataError, match="not found"):
         fit_large_spec(tmp_path / "none.parquet", exp.catalog, ["spend"], "spend", cols)
     frame = pq.read_table(path).to_pandas()
@@ -122,3 +131,33 @@ def test_bad_inputs_are_named(data, tmp_path):
     frame.to_parquet(bad)
     with pytest.raises(DataError, match="'spend'"):
         fit_large_spec(bad, exp.catalog, ["spend"], "spend", cols)
+
+
+def test_sequence_gives_the_boosters_fit_spec_gives(data):
+    exp, units, X, path = data
+    ref = reference(exp, units, X)
+    spec = fit_large_spec(
+        path, exp.catalog, ["spend", "redeem"], "spend", list(X.columns), PARAMS, construct="sequence", batch_rows=512
+    )
+    for name in ("spend", "redeem"):
+        assert spec["outcomes"][name]["boosters"] == ref["outcomes"][name]["boosters"]
+    assert spec["metadata"]["construct"] == "sequence" and spec["metadata"]["dtype"] == "float64"
+
+
+def test_parquet_rows_index_like_the_matrix(data):
+    exp, _, X, path = data
+    files = [path, path]  # two files: slices cross file and batch boundaries
+    spec = scan_feature_spec(files, list(X.columns))
+    table = s_arm_table(exp.catalog)
+    Z, _, _ = build_matrix(files, spec, table, exp.catalog.arm_ids, ["spend"], np.float64)
+    rows = ParquetRows(files, spec, table, exp.catalog.arm_ids, batch_size=333)
+    assert len(rows) == len(Z) == 2 * len(X)
+    np.testing.assert_array_equal(rows[5], Z[5])
+    np.testing.assert_array_equal(rows[300:1500], Z[300:1500])  # across batches (333 rows and row groups)
+    np.testing.assert_array_equal(rows[2900:3100], Z[2900:3100])  # across the two files
+    np.testing.assert_array_equal(rows[10], Z[10])  # backwards: decoding starts again
+    np.testing.assert_array_equal(rows[[1, 4000, 5999]], Z[[1, 4000, 5999]])
+    np.testing.assert_array_equal(rows[-1], Z[-1])
+    np.testing.assert_array_equal(rows[0:30:7], Z[0:30:7])
+    with pytest.raises(IndexError):
+        rows[len(Z)]
