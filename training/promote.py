@@ -1,10 +1,14 @@
 """The promotion gate: a challenger replaces the champion only when it is better beyond noise.
 
-Both models' greedy policies (allowed arms only) are valued off-policy on the same logged, randomized decisions
-(with their logged propensities): the doubly robust estimate with a neutral reward model (each arm's mean logged
-profit, the same for both policies, so neither model can sway its own judgement) and a paired bootstrap CI of the
-difference. The alias ``champion`` moves only when the lower end of that
-CI is above ``min_gain``. The verdict and its evidence are logged to MLflow.
+Both models' greedy policies (allowed arms only) are valued off-policy on the same logged decisions (every
+decision carries the probability with which it was drawn): a paired doubly robust difference
+(`training.policy_value.paired_difference`), exactly 0 on the units where the two policies choose the same arm.
+The reward model of the DR estimate belongs to neither candidate, so neither can sway its own judgement: a
+LightGBM regression of the realized profit on the features and the arm's catalog features, cross-fitted over
+customers (each unit's prediction comes from a fit on the other customers' units), or each arm's mean profit.
+Its standard error is cluster-robust by customer. The alias ``champion`` moves only when the one-sided lower
+confidence bound at ``level`` of the difference is above ``min_gain``. The verdict and its evidence (with the
+minimum difference the gate could detect, `mde`) are logged to MLflow.
 """
 
 from __future__ import annotations
@@ -12,18 +16,61 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from features.errors import ConfigError
 from features.registry import CHAMPION, RegistrySettings, activate, set_alias
 from features.scoring import ArmScorer
-from training.evaluate import greedy_arms
-from training.policy_value import policy_difference
+from training.evaluate import customer_folds, greedy_arms
+from training.policy_value import paired_difference
 
 log = logging.getLogger(__name__)
+
+#: LightGBM parameters of the gate's reward model (small, regularised: profit is mostly noise).
+REWARD_PARAMS: dict[str, Any] = {
+    "objective": "regression",
+    "num_leaves": 15,
+    "min_data_in_leaf": 200,
+    "learning_rate": 0.05,
+    "num_iterations": 150,
+    "verbosity": -1,
+}
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """How the gate judges.
+
+    Attributes:
+        min_gain: the difference per unit the challenger must beat (at the lower confidence bound).
+        level: one-sided confidence of that bound (0.95: a challenger no better than the champion is promoted
+            at most 5% of the time).
+        outcome_model: "crossfit" (LightGBM reward model cross-fitted over customers) or "arm_mean".
+        folds: folds of the cross-fitting.
+        seed: seed of the folds and the reward model.
+        params: LightGBM parameters of the reward model.
+    """
+
+    min_gain: float = 0.0
+    level: float = 0.95
+    outcome_model: str = "crossfit"
+    folds: int = 2
+    seed: int = 0
+    params: Mapping[str, Any] = field(default_factory=lambda: dict(REWARD_PARAMS))
+
+    def __post_init__(self) -> None:
+        if self.outcome_model not in ("crossfit", "arm_mean"):
+            raise ConfigError(f"outcome_model must be 'crossfit' or 'arm_mean', got {self.outcome_model!r}")
+        if not 0.5 < self.level < 1:
+            raise ConfigError(f"level must be in (0.5, 1), got {self.level!r}")
+        if self.folds < 2:
+            raise ConfigError(f"folds must be >= 2, got {self.folds!r}")
 
 
 @dataclass(frozen=True)
@@ -41,6 +88,9 @@ class Verdict:
     estimator: str
     units: int
     reason: str
+    se: float = float("nan")
+    mde: float = float("nan")
+    units_differ: int = 0
 
 
 def greedy_policy(scorer: ArmScorer, features: pd.DataFrame, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -48,6 +98,42 @@ def greedy_policy(scorer: ArmScorer, features: pd.DataFrame, allowed: np.ndarray
     preds = scorer.predict(scorer.features.encode(features))
     profit = scorer.profit(preds)
     return greedy_arms(profit - profit[:, [0]], allowed), profit
+
+
+def reward_predictions(
+    scorer: ArmScorer,
+    features: pd.DataFrame,
+    arm_index: np.ndarray,
+    rewards: np.ndarray,
+    queries: list[np.ndarray],
+    folds: np.ndarray,
+    params: Mapping[str, Any],
+) -> list[np.ndarray]:
+    """Cross-fitted predicted reward of each unit under each query's arm (one arm index per unit and query).
+
+    One LightGBM regression of the reward on [features, the arm's catalog features] per fold, fitted on the
+    other folds' units and predicting this fold's units.
+    """
+    import lightgbm as lgb
+
+    from training.learners import structured_arm_features
+    from training.learners_base import FeatureEncoder
+
+    enc = FeatureEncoder().fit(features)
+    X = enc.transform(features)
+    table, _ = structured_arm_features(scorer.catalog)
+    A = np.array([table[a] for a in scorer.arms], dtype=float)
+    out = [np.empty(len(X)) for _ in queries]
+    cats = enc.categorical
+    for f in np.unique(folds):
+        fit_rows, held = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
+        data = lgb.Dataset(
+            np.hstack([X[fit_rows], A[arm_index[fit_rows]]]), rewards[fit_rows], categorical_feature=cats
+        )
+        booster = lgb.train(dict(params), data)
+        for q, arms in enumerate(queries):
+            out[q][held] = booster.predict(np.hstack([X[held], A[arms[held]]]))
+    return out
 
 
 def judge(
@@ -58,38 +144,57 @@ def judge(
     rewards: np.ndarray,
     propensities: np.ndarray,
     allowed: np.ndarray,
-    min_gain: float = 0.0,
-    n_boot: int = 1000,
-    seed: int = 0,
-) -> dict[str, float | bool | str]:
+    gate: GateConfig = GateConfig(),
+    customer_ids: np.ndarray | None = None,
+    champion_choices: np.ndarray | None = None,
+) -> dict[str, Any]:
     """Compare the challenger's and the champion's greedy policies on logged data (no registry involved).
 
-    Without a champion the reference is "no offer to anyone".
+    Without a champion the reference is "no offer to anyone". ``customer_ids`` (one per unit) make the folds and
+    the standard error customer-level; ``champion_choices`` (the champion's greedy arm index per unit) spare
+    scoring the champion again. Returns the `paired_difference` fields plus challenger_choices, mde (the
+    smallest true difference the gate would detect with 80% power), promote, reason and estimator.
     """
-    arm_ids = challenger.arms
+    from scipy import stats
+
+    idx = pd.Index(challenger.arms).get_indexer(np.asarray(arms))
+    rewards = np.asarray(rewards, dtype=float)
     new, _ = greedy_policy(challenger, features, allowed)
-    old = np.zeros(len(features), dtype=int) if champion is None else greedy_policy(champion, features, allowed)[0]
-    idx = pd.Index(arm_ids).get_indexer(arms)
-    means = pd.Series(rewards).groupby(idx).mean()
-    mu = np.tile(means.reindex(range(len(arm_ids))).fillna(float(np.mean(rewards))).to_numpy(), (len(idx), 1))
-    diff = policy_difference(
-        new,
-        old,
-        idx,
-        rewards,
-        propensities,
-        estimator="dr",
-        mu=mu,
-        arm_ids=list(range(len(arm_ids))),
-        n_boot=n_boot,
-        seed=seed,
+    if champion_choices is not None:
+        old = np.asarray(champion_choices, dtype=np.intp)
+    else:
+        old = (
+            np.zeros(len(features), dtype=np.intp)
+            if champion is None
+            else greedy_policy(champion, features, allowed)[0]
+        )
+    clusters = np.arange(len(idx)) if customer_ids is None else np.asarray(customer_ids)
+    if gate.outcome_model == "crossfit":
+        folds = customer_folds(clusters, gate.folds, gate.seed)
+        params = {**gate.params, "seed": gate.seed}
+        mu_new, mu_old, mu_log = reward_predictions(challenger, features, idx, rewards, [new, old, idx], folds, params)
+    else:
+        means = pd.Series(rewards).groupby(idx).mean().reindex(range(len(challenger.arms))).fillna(rewards.mean())
+        m = means.to_numpy()
+        mu_new, mu_old, mu_log = m[new], m[old], m[idx]
+    diff = paired_difference(
+        new, old, idx, rewards, propensities, mu_new, mu_old, mu_log, clusters=clusters, level=gate.level
     )
-    better = bool(np.isfinite(diff["ci_low"]) and diff["ci_low"] > min_gain)
+    mde = float((stats.norm.ppf(gate.level) + stats.norm.ppf(0.8)) * diff["se"] + gate.min_gain)
+    better = bool(np.isfinite(diff["ci_low"]) and diff["ci_low"] > gate.min_gain)
     reason = (
-        f"challenger better by {diff['diff']:+.4f} per unit, CI [{diff['ci_low']:+.4f}, {diff['ci_high']:+.4f}]"
-        f" {'above' if better else 'not above'} {min_gain:+.4f}"
+        f"challenger better by {diff['diff']:+.4f} per unit (se {diff['se']:.4f}, {diff['n_differ']} of "
+        f"{diff['n']} units differ), one-sided {gate.level:.0%} bound {diff['ci_low']:+.4f} "
+        f"{'above' if better else 'not above'} {gate.min_gain:+.4f}; detectable difference {mde:.4f}"
     )
-    return {**diff, "promote": better, "reason": reason}
+    return {
+        **diff,
+        "mde": mde,
+        "promote": better,
+        "reason": reason,
+        "estimator": f"dr-{gate.outcome_model}",
+        "challenger_choices": new,
+    }
 
 
 def promote_if_better(
@@ -109,9 +214,12 @@ def promote_if_better(
         diff=float(evidence["diff"]),
         ci_low=float(evidence["ci_low"]),
         ci_high=float(evidence["ci_high"]),
-        estimator="dr",
+        estimator=str(evidence.get("estimator", "dr")),
         units=units,
         reason=str(evidence["reason"]),
+        se=float(evidence.get("se", float("nan"))),
+        mde=float(evidence.get("mde", float("nan"))),
+        units_differ=int(evidence.get("n_differ", 0)),
     )
     if registry is None:
         return verdict
@@ -134,17 +242,19 @@ def _log_verdict(registry: RegistrySettings, verdict: Verdict) -> None:
                 "estimator": verdict.estimator,
             }
         )
-        mlflow.log_metrics(
-            {
-                "promoted": float(verdict.promoted),
-                "diff": verdict.diff,
-                "ci_low": verdict.ci_low,
-                "ci_high": verdict.ci_high,
-                "value_challenger": verdict.value_challenger,
-                "value_champion": verdict.value_champion,
-                "units": float(verdict.units),
-            }
-        )
+        metrics = {
+            "promoted": float(verdict.promoted),
+            "diff": verdict.diff,
+            "ci_low": verdict.ci_low,
+            "ci_high": verdict.ci_high,
+            "value_challenger": verdict.value_challenger,
+            "value_champion": verdict.value_champion,
+            "units": float(verdict.units),
+            "se": verdict.se,
+            "mde": verdict.mde,
+            "units_differ": float(verdict.units_differ),
+        }
+        mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
         path = Path(tmp) / "verdict.json"
         path.write_text(json.dumps(asdict(verdict), indent=2))
         mlflow.log_artifact(str(path))

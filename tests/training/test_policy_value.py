@@ -243,3 +243,43 @@ def test_policy_difference_is_paired_and_signs_the_better_policy():
     assert out["ci_low"] > 0.5 and out["diff"] == pytest.approx(out["value_a"] - out["value_b"])
     same = policy_difference(good, good, arms, reward, np.full(n, 1 / 3), estimator="ips", arm_ids=[0, 1, 2], n_boot=50)
     assert same["diff"] == 0 and same["ci_low"] == 0 and same["ci_high"] == 0
+
+
+def test_paired_difference_equals_dr_policy_difference_and_is_zero_where_policies_agree():
+    from training.policy_value import paired_difference, policy_difference
+
+    rng = np.random.default_rng(3)
+    n, k = 4000, 4
+    arms = rng.integers(0, k, n)
+    p = np.full(n, 1 / k)
+    mu = rng.normal(0, 1, (n, k))
+    reward = mu[np.arange(n), arms] + rng.normal(0, 2, n)
+    new, old = rng.integers(0, k, n), rng.integers(0, k, n)
+    old[:1000] = new[:1000]
+    rows = np.arange(n)
+    got = paired_difference(new, old, arms, reward, p, mu[rows, new], mu[rows, old], mu[rows, arms])
+    ref = policy_difference(new, old, arms, reward, p, estimator="dr", mu=mu, arm_ids=list(range(k)), n_boot=2)
+    assert got["diff"] == pytest.approx(ref["diff"], abs=1e-12)
+    assert got["value_a"] == pytest.approx(ref["value_a"]) and got["value_b"] == pytest.approx(ref["value_b"])
+    assert got["n_differ"] == int((new != old).sum())
+    same = paired_difference(new, new, arms, reward, p, mu[rows, new], mu[rows, new], mu[rows, arms])
+    assert same["diff"] == 0 and same["se"] == 0
+
+
+def test_paired_difference_se_counts_a_cluster_once():
+    from training.policy_value import paired_difference
+
+    rng = np.random.default_rng(4)
+    n = 3000
+    arms, new, old = rng.integers(0, 2, n), np.ones(n, dtype=int), np.zeros(n, dtype=int)
+    reward = rng.normal(0, 1, n)
+    zeros = np.zeros(n)
+    alone = paired_difference(new, old, arms, reward, np.full(n, 0.5), zeros, zeros, zeros)
+    copies = [np.tile(v, 4) for v in (new, old, arms, reward)]
+    zeros4 = np.zeros(4 * n)
+    p4 = np.full(4 * n, 0.5)
+    naive = paired_difference(*copies[:3], copies[3], p4, zeros4, zeros4, zeros4)
+    clustered = paired_difference(*copies[:3], copies[3], p4, zeros4, zeros4, zeros4, clusters=np.tile(np.arange(n), 4))
+    assert naive["se"] == pytest.approx(alone["se"] / 2, rel=0.01)  # four copies look like four times the data
+    assert clustered["se"] == pytest.approx(alone["se"], rel=0.01)  # unless a customer counts once
+    assert clustered["ci_low"] < clustered["diff"] < clustered["ci_high"]
