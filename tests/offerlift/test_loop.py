@@ -25,6 +25,11 @@ def loop_run(tmp_path_factory):
         workdir=work,
         n_boot=100,
         train=TrainConfig(learner="s", n_folds=0, params=FAST),
+        round_hook=lambda world, units, t: {
+            "hook_units": len(units),
+            "hook_time": t,
+            "hook_has_features": "age" in units,
+        },
     )
     return run_loop(cfg, tracking_uri=uri), work, uri
 
@@ -70,3 +75,30 @@ def test_reports_are_written(loop_run):
     for r in result["rounds"]:
         with open(r["report"]) as fh:
             assert "A/B report" in fh.read()
+
+
+def test_every_decision_gets_its_outcome_joined_exactly_once(loop_run):
+    _, work, _ = loop_run
+    dlog = DecisionLog(f"sqlite:///{work / 'decisions.db'}")
+    decisions = pd.DataFrame(dlog.read("decisions"))
+    outcomes = pd.DataFrame(dlog.read("outcomes"))
+    assert len(outcomes) == len(decisions) == outcomes["decision_id"].nunique()
+    assert set(outcomes["decision_id"]) == set(decisions["decision_id"])
+
+
+def test_gate_evidence_says_how_much_it_could_detect(loop_run):
+    result, _, _ = loop_run
+    for r in result["rounds"]:
+        ev = r["promotion_evidence"]
+        assert ev["se"] > 0 and ev["mde"] > ev["se"] and 0 <= ev["units_differ"] <= ev["units"]
+        assert ev["ci"][0] <= ev["diff"] <= ev["ci"][1]
+        assert np.isfinite(r["challenger_greedy_value"]) and np.isfinite(r["champion_greedy_value_judged"])
+    units = [r["promotion_evidence"]["units"] for r in result["rounds"]]
+    assert units[1] > units[0]  # the gate pools every round's judged decisions
+
+
+def test_round_hook_sees_the_rounds_units_with_features(loop_run):
+    result, _, _ = loop_run
+    for r in result["rounds"]:
+        assert r["hook_units"] == 2500 and r["hook_has_features"]
+        assert r["hook_time"] == r["round"] * 168.0
