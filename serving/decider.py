@@ -81,7 +81,7 @@ class Champion:
     consent_of_channel: dict[str, str | None]
     coupon_value_array: np.ndarray
     protected: frozenset[str]
-    subsets: dict[tuple[str, ...], np.ndarray] = field(default_factory=dict)
+    subsets: dict[tuple[str, ...] | float, np.ndarray] = field(default_factory=dict)  # masks cached by their key
 
     @classmethod
     def build(cls, scorer: ArmScorer, version: str, settings: ServeSettings) -> Champion:
@@ -139,7 +139,16 @@ class Champion:
             if risk >= policy.exclude_at:
                 mask[0, 1:] = False
             elif risk >= policy.cap_at:
-                mask[0, 1:] &= self.coupon_value_array[1:] <= policy.cap_value
+                mask &= self.value_cap(policy.cap_value)
+        return mask
+
+    def value_cap(self, cap_value: float) -> np.ndarray:
+        """(1, K) arms whose coupon is worth at most `cap_value`, and the control arm; cached."""
+        mask = self.subsets.get(cap_value)
+        if mask is None:
+            mask = (self.coupon_value_array <= cap_value)[None, :]
+            mask[0, 0] = True
+            self.subsets[cap_value] = mask
         return mask
 
     def arm_subset(self, arms: Iterable[str]) -> np.ndarray:
