@@ -40,6 +40,10 @@ from batch_bench import RESULTS, cpu_model, peak_mb, training_file, versions
 
 log = logging.getLogger("train_scale")
 OUTCOMES = ["spend", "redeem", "buy"]
+LABELS = {
+    "matrix": "`fit_large_spec` matrix (float32, one preallocated matrix, binned once)",
+    "sequence": "`fit_large_spec` sequence (`ParquetRows`: one batch at a time, binned once)",
+}
 WORK = Path(os.environ.get("BENCH_WORK", "/tmp/offerlift-batch-bench"))
 
 
@@ -90,13 +94,13 @@ def floor(path: str) -> dict[str, Any]:
     return {"rows": len(Z), "prepare_s": prepare, "seconds": time.perf_counter() - t0, "peak_mb": peak_mb()}
 
 
-def large(path: str, dtype: str) -> dict[str, Any]:
+def large(path: str, dtype: str, construct: str = "matrix") -> dict[str, Any]:
     """fit_large_spec, 3 outcomes, default parameters."""
     from training.train_large import fit_large_spec
 
     catalog, features = _setup(path)
     t0 = time.perf_counter()
-    spec = fit_large_spec(path, catalog, OUTCOMES, "spend", features, dtype=np.dtype(dtype))
+    spec = fit_large_spec(path, catalog, OUTCOMES, "spend", features, dtype=np.dtype(dtype), construct=construct)
     seconds = time.perf_counter() - t0
     return {"rows": _rows(path), "seconds": seconds, "timings": spec["metadata"]["timings"], "peak_mb": peak_mb()}
 
@@ -214,7 +218,7 @@ def child_main(argv: list[str]) -> None:
     if kind == "floor":
         result = floor(rest[0])
     elif kind == "large":
-        result = large(rest[0], rest[1])
+        result = large(*rest)
     elif kind == "dask":
         result = dask_fit(rest[0], rest[1].split(","), int(rest[2]))
     elif kind == "variants":
@@ -236,12 +240,14 @@ def child(*args: str, env: dict[str, str] | None = None, timeout: float = 3 * 36
         **(env or {}),
     }
     log.info("running %s %s", " ".join(args), env or "")
+    load = os.getloadavg()[0]
     out = subprocess.run(
         [sys.executable, __file__, "child", *args], env=full, capture_output=True, text=True, timeout=timeout
     )
     if out.returncode != 0:
         raise RuntimeError(f"child {args} failed:\n{out.stderr[-3000:]}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["load"] = [load, os.getloadavg()[0]]
     log.info("-> %s", result)
     return result
 
@@ -262,13 +268,14 @@ def section(r: dict[str, Any]) -> str:
         "file, blocks of 200,000 (10 distinct, then repeated); 52 model columns with the arm features",
         "- OMP_NUM_THREADS=2, OMP_WAIT_POLICY=PASSIVE; each row is its own process, peak RSS = its VmHWM",
         "",
-        "| run | rows | seconds | minutes | peak RSS MB |",
-        "|---|---:|---:|---:|---:|",
+        "| run | rows | seconds | minutes | peak RSS MB | load average (start, end) |",
+        "|---|---:|---:|---:|---:|---|",
     ]
     for row in r["rows"]:
+        load = row.get("load")
         lines.append(
             f"| {row['label']} | {row['rows']:,} | {row['seconds']:.0f} | {row['seconds'] / 60:.1f} | "
-            f"{row['peak_mb']:,.0f} |"
+            f"{row['peak_mb']:,.0f} | {'-' if load is None else f'{load[0]:.1f}, {load[1]:.1f}'} |"
         )
     lines += ["", *[f"- {x}" for x in r["notes"]], ""]
     return "\n".join(lines)
@@ -289,6 +296,11 @@ def run(args: argparse.Namespace) -> None:
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
     load0 = os.getloadavg()[0]
     r: dict[str, Any] = {"rows": [], "notes": list(args.note or [])}
+    saved = WORK / "train_scale.json"
+    if args.merge and saved.exists():  # add to the rows of an earlier run (same section)
+        prev = json.loads(saved.read_text())
+        r = {"rows": prev["rows"], "notes": prev["notes"] + r["notes"]}
+        started, load0 = prev.get("started", started), prev.get("load", [load0])[0]
     first = str(training_file(WORK, sizes[0], 10))
     if not args.skip_floor:
         fl = child("floor", first)
@@ -299,13 +311,14 @@ def run(args: argparse.Namespace) -> None:
         )
     for n in sizes:
         path = str(training_file(WORK, n, 10))
-        res = child("large", path, "float32")
-        t = res["timings"]
-        r["rows"].append({"label": "`fit_large_spec` (float32, Parquet in batches, binned once)", **res})
-        r["notes"].append(
-            f"{n:,} rows, `fit_large_spec` stages: read and encode {t['read_encode']:.0f}s, bin "
-            f"{t['bin']:.0f}s, train " + ", ".join(f"{o} {t[f'train_{o}']:.0f}s" for o in OUTCOMES)
-        )
+        for construct in args.construct.split(","):
+            res = child("large", path, "float32", construct)
+            t = res["timings"]
+            r["rows"].append({"label": LABELS[construct], **res})
+            r["notes"].append(
+                f"{n:,} rows, {LABELS[construct]} stages: read and encode {t['read_encode']:.0f}s, bin "
+                f"{t['bin']:.0f}s, train " + ", ".join(f"{o} {t[f'train_{o}']:.0f}s" for o in OUTCOMES)
+            )
         if n == sizes[0] and not args.skip_dask:
             r["rows"].append(
                 {
@@ -345,6 +358,8 @@ def main() -> None:
     parser.add_argument("mode", choices=("run", "profile"))
     parser.add_argument("--rows", default="1000000,10000000", help="training sizes (profile: the first)")
     parser.add_argument("--trees", type=int, default=50, help="profile: trees of the one-outcome fits")
+    parser.add_argument("--construct", default="matrix,sequence", help="run: fit_large_spec's construct modes")
+    parser.add_argument("--merge", action="store_true", help="run: add to the rows of the last run")
     parser.add_argument("--skip-floor", action="store_true")
     parser.add_argument("--skip-dask", action="store_true")
     parser.add_argument("--note", action="append", help="a note for the section (repeatable)")
