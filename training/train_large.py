@@ -42,7 +42,16 @@ from training.learners_base import lgb_params
 log = logging.getLogger(__name__)
 
 #: Rows per Parquet record batch while encoding.
-BATCH_ROWS = 262_144
+BATCH_ROWS = 65_536
+
+
+def _batches(path: Path, batch_rows: int, columns: Sequence[str]) -> Any:
+    """The record batches of one Parquet file, read one at a time.
+
+    Without pre-buffering and reader threads: with pyarrow's defaults, reading 2M rows in batches of 262,144 raised
+    the peak memory by 504 MB, against 177 MB this way in batches of 65,536, in the same time (0.46s).
+    """
+    return pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_rows, columns=list(columns), use_threads=False)
 
 
 def _files(source: str | Path | Sequence[str | Path]) -> list[Path]:
@@ -82,7 +91,7 @@ def scan_feature_spec(files: Sequence[Path], columns: Sequence[str]) -> FeatureS
             raise DataError(f"feature column {c!r} has type {kind}, which is neither numeric nor text")
     values: dict[str, set[str]] = {c: set() for c in text}
     for path in files:
-        for batch in pq.ParquetFile(path).iter_batches(BATCH_ROWS, columns=text):
+        for batch in _batches(path, BATCH_ROWS, text):
             for c in text:
                 col = batch.column(c)
                 uniq = col.dictionary if pa.types.is_dictionary(col.type) else pc.unique(col)
@@ -155,7 +164,7 @@ def build_matrix(
     columns = [*spec.columns, "arm", *outcomes]
     lo = 0
     for path in files:
-        for batch in pq.ParquetFile(path).iter_batches(batch_rows, columns=columns):
+        for batch in _batches(path, batch_rows, columns):
             m = batch.num_rows
             encode_batch(batch, spec, buf[:m])
             Z[lo : lo + m, :p] = buf[:m]
@@ -176,7 +185,7 @@ def read_labels(
     arms = np.empty(n, dtype=np.int16)
     lo = 0
     for path in files:
-        for batch in pq.ParquetFile(path).iter_batches(batch_rows, columns=["arm", *outcomes]):
+        for batch in _batches(path, batch_rows, ["arm", *outcomes]):
             m = batch.num_rows
             arms[lo : lo + m] = _arm_codes(batch.column("arm"), arm_ids)
             for o in outcomes:
@@ -212,7 +221,7 @@ class ParquetRows(lgb.Sequence):
         """(first row, matrix) of every record batch, in order."""
         lo, p = 0, len(self.spec.columns)
         for path in self.files:
-            for batch in pq.ParquetFile(path).iter_batches(self.batch_size, columns=[*self.spec.columns, "arm"]):
+            for batch in _batches(path, self.batch_size, [*self.spec.columns, "arm"]):
                 out = np.empty((batch.num_rows, p + self.table.shape[1]))
                 encode_batch(batch, self.spec, out[:, :p])
                 out[:, p:] = self.table[_arm_codes(batch.column("arm"), self.arm_ids)]
@@ -262,6 +271,16 @@ def _check_arm_rows(arms: np.ndarray, arm_ids: Sequence[str], min_rows: int) -> 
     for a, c in zip(arm_ids, counts, strict=True):
         if c < min_rows:
             raise DataError(f"arm {a!r} has {c} rows, fewer than min_arm_rows={min_rows}")
+
+
+def _params(params: Mapping[str, Any] | None, outcome: str, seed: int) -> dict[str, Any]:
+    """`lgb_params`, col-wise histograms unless `params` ask for row-wise: LightGBM's own choice tries both on
+    every `lgb.train` call, and row-wise keeps a second, row-major copy of the bins (2M rows, 3 trees: peak 803
+    against 665 MB, 1.1 against 0.5 s; 1M rows, 50 trees: 2.79 s col-wise, 2.65 s row-wise)."""
+    merged = lgb_params(params, outcome, seed)
+    if not merged.get("force_row_wise"):
+        merged["force_col_wise"] = True
+    return merged
 
 
 def fit_large_spec(
@@ -324,7 +343,7 @@ def fit_large_spec(
     timings["read_encode"] = time.perf_counter() - t0
     kinds = {o: "binary" if np.isin(labels[o], (0.0, 1.0)).all() else "continuous" for o in outcomes}
     p = len(spec_f.columns)
-    first = lgb_params(params, kinds[outcomes[0]], seed)
+    first = _params(params, kinds[outcomes[0]], seed)
     t0 = time.perf_counter()
     ds = lgb.Dataset(
         Z, label=labels[outcomes[0]], params=first, categorical_feature=spec_f.categorical_indices or "auto"
@@ -335,7 +354,7 @@ def fit_large_spec(
     specs: dict[str, dict[str, Any]] = {}
     for name in outcomes:
         t0 = time.perf_counter()
-        params_o = lgb_params(params, kinds[name], seed)
+        params_o = _params(params, kinds[name], seed)
         if monotone:
             params_o["monotone_constraints"] = [0] * p + [1]
         ds.set_label(labels.pop(name))
