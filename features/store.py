@@ -124,12 +124,28 @@ class OnlineStore:
             self._local.conn = None
 
 
-def refresh_store(store: OnlineStore, events: pd.DataFrame, customers: pd.DataFrame, at: float | None = None) -> int:
-    """Write every customer's features as of `at` (default: after the last event) with the shared builder."""
+def refresh_store(
+    store: OnlineStore,
+    events: pd.DataFrame,
+    customers: pd.DataFrame,
+    at: float | None = None,
+    keep_extra: bool = True,
+) -> int:
+    """Write every customer's features as of `at` (default: after the last event) with the shared builder.
+
+    With `keep_extra`, columns the builder does not make (segments, tags, the abuse risk merged in by
+    ``offerlift segments|abuse --to-store``) are carried over from each customer's stored row, so a refresh does not
+    drop them; builder columns are always replaced.
+    """
     from features.build import latest_features
 
     frame = latest_features(events, customers, at=at)
     frame.index.name = "customer_id"
+    if keep_extra and len(store):
+        stored = store.to_frame()
+        extra = [c for c in stored.columns if c not in frame.columns]
+        if extra:
+            frame = frame.join(stored[extra], how="left")
     when = float(at) if at is not None else float(pd.to_numeric(events["time"]).max()) if len(events) else 0.0
     return store.put_frame(frame, as_of=when)
 

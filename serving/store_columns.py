@@ -3,7 +3,7 @@
 `merge_columns` merges columns into each customer's stored features (SQLite's ``json_patch``: the other features
 stay as they are, a NaN removes the column) and adds customers the store does not know yet. ``offerlift segments
 --to-store`` and ``offerlift abuse --to-store`` call it. A full refresh of the store (`features.store.refresh_store`)
-rewrites whole rows, so run those commands again after one.
+keeps the columns it does not build itself (``keep_extra``), so they survive a refresh.
 """
 
 from __future__ import annotations

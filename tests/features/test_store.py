@@ -69,3 +69,26 @@ def test_store_serves_exactly_what_the_offline_builder_computes(tmp_path):
         assert records_equal(
             {k: (None if pd.isna(v) else (str(v) if isinstance(v, str) else v)) for k, v in row.items()}, online[cid]
         ), cid
+
+
+def test_refresh_keeps_columns_the_builder_does_not_make(tmp_path):
+    """A refresh replaces the builder's features but keeps merged-in columns such as the abuse risk."""
+    from features.simworld import SimWorld
+    from features.store import refresh_store
+
+    world = SimWorld.default(n_customers=200, seed=6)
+    events = world.history_events()
+    store = OnlineStore(tmp_path / "s.db")
+    refresh_store(store, events, world.customers, at=0.0)
+    ids = world.customers["customer_id"].astype(str).to_numpy()
+    risk = pd.DataFrame({"abuse_risk": np.linspace(0, 1, len(ids))}, index=pd.Index(ids, name="customer_id"))
+    store.put_frame(store.to_frame().join(risk), as_of=0.0)
+    refresh_store(store, events, world.customers, at=24.0)
+    after = store.get_many(ids)
+    assert [after[c]["abuse_risk"] for c in ids] == pytest.approx(risk["abuse_risk"].tolist())
+    fresh = OnlineStore(tmp_path / "fresh.db")
+    refresh_store(fresh, events, world.customers, at=24.0)
+    plain = fresh.get_many(ids)
+    assert all(records_equal({k: v for k, v in after[c].items() if k != "abuse_risk"}, plain[c]) for c in ids)
+    refresh_store(store, events, world.customers, at=48.0, keep_extra=False)
+    assert all("abuse_risk" not in store.get(c) for c in ids)
