@@ -102,3 +102,24 @@ def test_round_hook_sees_the_rounds_units_with_features(loop_run):
     for r in result["rounds"]:
         assert r["hook_units"] == 2500 and r["hook_has_features"]
         assert r["hook_time"] == r["round"] * 168.0
+
+
+def test_a_promoted_challenger_serves_the_next_round_with_exploration(tmp_path):
+    uri = resolve_tracking_uri(root=tmp_path / "mlruns").tracking_uri
+    cfg = LoopConfig(
+        rounds=3,
+        customers=3000,
+        seed=4,
+        workdir=tmp_path,
+        min_gain=-1e9,  # a gate that lets everything through: the mechanics of a promotion
+        train=TrainConfig(learner="s", n_folds=0, params=FAST),
+    )
+    result = run_loop(cfg, tracking_uri=uri)
+    first, second, third = result["rounds"]
+    assert first["promoted"] and second["model_version"] == first["challenger_version"]
+    assert third["model_version"] == second["challenger_version"]
+    rows = pd.DataFrame(DecisionLog(f"sqlite:///{tmp_path / 'decisions.db'}").read())
+    served = rows[rows["model_version"] == second["model_version"]]
+    assert set(served["grp"]) == {"holdout", "explore", "exploit"}
+    exploit = served[served["grp"] == "exploit"]
+    assert (exploit["propensity"] > 0.8).all()  # the greedy arm: 0.9 * (0.9 + 0.1 / allowed arms)
