@@ -170,9 +170,10 @@ def findings_md(results: list[dict[str, Any]], card: dict[str, Any], ceiling: fl
     if ceiling is not None:
         lines.append(
             f"- Feature ceiling: a model fitted on the NOISE-FREE true incremental profit from the same observable "
-            f"features reaches {ceiling:+.4f} = {ceiling / oracle:.0%} of the oracle ({oracle:+.4f}). No policy "
-            f"learned from these features can be expected much above it, so a target of 90% of the oracle is out of "
-            f"reach in this world whatever the learner or the data size."
+            f"features reaches {ceiling:+.4f} = {ceiling / oracle:.0%} of the oracle ({oracle:+.4f}). It is an "
+            "estimate (a fitted model, not the exact best policy on these features), but no policy learned from "
+            "noisy outcomes with these features can be expected much above it: a target of 90% of the oracle is out "
+            "of reach in this world whatever the learner or the data size."
         )
     lines.append(
         f"- Best learned policy: `{top_name}` at {top_size:,} units, {top:+.4f} = {top / oracle:.0%} of the oracle"
@@ -182,7 +183,10 @@ def findings_md(results: list[dict[str, Any]], card: dict[str, Any], ceiling: fl
     final = [(s, means[("final", s)]) for s in sizes if ("final", s) in means]
     if len(final) > 1:
         curve = ", ".join(f"{s:,}: {v:+.3f}" for s, v in final)
-        lines.append(f"- `final` by training size (mean over seeds): {curve}. It still grows with data, slowly.")
+        lines.append(
+            f"- `final` by training size (mean over seeds): {curve}. Not monotone below 100,000 units (the seeds' "
+            "spread is as large as the steps); the largest size is the best."
+        )
     return "\n".join(lines)
 
 
