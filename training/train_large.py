@@ -5,11 +5,12 @@ booster per outcome on the features followed by the arm's features: one-hot of t
 value, or the coupon value alone with ``monotone``) and returns the same scorer spec. LightGBM bins the rows once;
 every outcome trains on that one binned Dataset with its own label. Two ways to feed LightGBM the rows:
 
-- ``construct="matrix"`` (default): Parquet record batches are encoded straight into one preallocated matrix,
-  float32 by default (half the memory of float64); it is freed once binned. Peak memory: the matrix (rows x
-  columns x 4 bytes) plus LightGBM's bins (about rows x columns bytes).
-- ``construct="sequence"``: `ParquetRows`, a `lightgbm.Sequence`, decodes one record batch at a time while
-  LightGBM samples and bins the rows (the file is read twice); no matrix at all: peak memory is about the bins.
+- ``construct="sequence"`` (default): `ParquetRows`, a `lightgbm.Sequence`, decodes one record batch at a time
+  while LightGBM samples and bins the rows (the file is read twice); no matrix at all: peak memory is about the
+  bins plus LightGBM's training buffers (10M rows x 52 columns: 1.8 GB, 5.0 min on 2 cores).
+- ``construct="matrix"``: Parquet record batches are encoded straight into one preallocated matrix, float32 by
+  default (half the memory of float64), freed once binned. Peak memory adds the matrix (rows x columns x 4
+  bytes): 3.0 GB at 10M rows, in the same time (benchmarks/results/batch.md).
 
 With float64 values (``construct="sequence"``, or ``dtype=np.float64``) the boosters are identical to
 `fit_spec`'s on the same rows (tested). With float32 the values LightGBM bins are rounded to float32 first, so
@@ -296,7 +297,7 @@ def fit_large_spec(
     feature_spec: FeatureSpec | None = None,
     metadata: Mapping[str, Any] | None = None,
     batch_rows: int = BATCH_ROWS,
-    construct: str = "matrix",
+    construct: str = "sequence",
 ) -> dict[str, Any]:
     """Fit the S-learner's outcome boosters on Parquet data and return the scorer spec.
 
@@ -310,13 +311,14 @@ def fit_large_spec(
         params: LightGBM parameters over `training.learners_base.DEFAULT_LGB_PARAMS`.
         seed: LightGBM seed.
         monotone: the arm enters as its coupon value only, predictions non-decreasing in it.
-        dtype: np.float32 (half the memory) or np.float64 (boosters identical to `fit_spec`'s).
+        dtype: of the ``construct="matrix"`` matrix: np.float32 (half the memory) or np.float64 (boosters identical
+            to `fit_spec`'s).
         feature_spec: column order and categorical levels (default: scanned from the data, sorted levels).
         metadata: stored in the spec; the spec's ``metadata.timings`` gets the seconds of each stage.
         batch_rows: rows per record batch while reading.
-        construct: "matrix" (every row encoded into one preallocated `dtype` matrix, which LightGBM bins) or
-            "sequence" (LightGBM bins the rows from a `ParquetRows` sequence, decoding one batch at a time: no
-            matrix, the file is read twice; float64 values, `dtype` is not used).
+        construct: "sequence" (LightGBM bins the rows from a `ParquetRows` sequence, decoding one batch at a time:
+            no matrix, the file is read twice; float64 values, `dtype` is not used) or "matrix" (every row encoded
+            into one preallocated `dtype` matrix, which LightGBM bins).
     """
     if value_outcome not in outcomes:
         raise ConfigError(f"value_outcome {value_outcome!r} is not among the outcomes {list(outcomes)}")

@@ -57,7 +57,15 @@ def test_float64_chunks_give_the_boosters_fit_spec_gives(data):
     exp, units, X, path = data
     ref = reference(exp, units, X)
     spec = fit_large_spec(
-        path, exp.catalog, OUTCOMES, "spend", list(X.columns), PARAMS, dtype=np.float64, batch_rows=500
+        path,
+        exp.catalog,
+        OUTCOMES,
+        "spend",
+        list(X.columns),
+        PARAMS,
+        dtype=np.float64,
+        batch_rows=500,
+        construct="matrix",
     )
     assert spec["feature_spec"] == ref["feature_spec"]
     for name in ("spend", "redeem"):
@@ -76,7 +84,15 @@ def test_monotone_float64_matches_fit_spec(data):
     exp, units, X, path = data
     ref = reference(exp, units, X, monotone=True)
     spec = fit_large_spec(
-        path, exp.catalog, ["spend"], "spend", list(X.columns), PARAMS, monotone=True, dtype=np.float64
+        path,
+        exp.catalog,
+        ["spend"],
+        "spend",
+        list(X.columns),
+        PARAMS,
+        monotone=True,
+        dtype=np.float64,
+        construct="matrix",
     )
     assert trees(spec, "spend") == trees(ref, "spend")
 
@@ -84,7 +100,7 @@ def test_monotone_float64_matches_fit_spec(data):
 def test_float32_predictions_are_close_to_fit_spec(data):
     exp, units, X, path = data
     ref = ArmScorer(reference(exp, units, X))
-    ours = ArmScorer(fit_large_spec(path, exp.catalog, OUTCOMES, "spend", list(X.columns), PARAMS))
+    ours = ArmScorer(fit_large_spec(path, exp.catalog, OUTCOMES, "spend", list(X.columns), PARAMS, construct="matrix"))
     Xm = ref.features.encode(X)
     for name in ("spend", "redeem"):
         a, b = ref.predict(Xm)[name], ours.predict(Xm)[name]
@@ -147,12 +163,12 @@ def test_bad_inputs_are_named(data, tmp_path):
 def test_sequence_gives_the_boosters_fit_spec_gives(data):
     exp, units, X, path = data
     ref = reference(exp, units, X)
-    spec = fit_large_spec(
-        path, exp.catalog, ["spend", "redeem"], "spend", list(X.columns), PARAMS, construct="sequence", batch_rows=512
-    )
+    spec = fit_large_spec(path, exp.catalog, ["spend", "redeem"], "spend", list(X.columns), PARAMS, batch_rows=512)
     for name in ("spend", "redeem"):
         assert trees(spec, name) == trees(ref, name)
-    assert spec["metadata"]["construct"] == "sequence" and spec["metadata"]["dtype"] == "float64"
+    assert spec["metadata"]["construct"] == "sequence" and spec["metadata"]["dtype"] == "float64"  # the default
+    monotone = fit_large_spec(path, exp.catalog, ["spend"], "spend", list(X.columns), PARAMS, monotone=True)
+    assert trees(monotone, "spend") == trees(reference(exp, units, X, monotone=True), "spend")
 
 
 def test_parquet_rows_index_like_the_matrix(data):
