@@ -6,11 +6,13 @@ Run (heavy: under the shared lock):
       against float32, col- against row-wise histograms, max_bin, 1 against 2 threads, OpenMP wait policy,
       lightgbm.dask against in-process, simulating the rows; one outcome, ``--trees`` trees; JSON to stdout and
       the work folder.
-  ``flock /tmp/heavy.lock .venv/bin/python benchmarks/train_scale.py run [--rows 1000000,10000000]``
-      for every size: `training.train_large.fit_large_spec` (3 outcomes, default parameters: 200 trees x 31
-      leaves); at the first size also the floor (plain `lightgbm.train` of the 3 boosters on the encoded float64
-      matrix in memory, one Dataset each, as `fit_spec` does) and `fit_dask_spec` on a LocalCluster; writes the
-      "Training on large data" section of benchmarks/results/batch.md.
+  ``flock /tmp/heavy.lock .venv/bin/python benchmarks/train_scale.py run [--rows 1000000,10000000]
+  [--construct matrix,sequence] [--merge]``
+      for every size and construct mode: `training.train_large.fit_large_spec` (3 outcomes, default parameters:
+      200 trees x 31 leaves); at the first size also the floor (plain `lightgbm.train` of the 3 boosters on the
+      encoded float64 matrix in memory, one Dataset each, as `fit_spec` does) and `fit_dask_spec` on a
+      LocalCluster; writes the "Training on large data" section of benchmarks/results/batch.md (hand-written
+      notes in that section are replaced: pass them with --note or add them again).
 
 Every measurement is its own subprocess (OMP_NUM_THREADS=2, OMP_WAIT_POLICY=PASSIVE unless the profile varies
 them); its peak memory is VmHWM of that process (no measurement starts children, except dask's threads, which
