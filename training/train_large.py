@@ -123,7 +123,7 @@ def encode_batch(batch: pa.RecordBatch, spec: FeatureSpec, out: np.ndarray) -> N
         if name in spec.categories:
             out[:, j] = _codes(col, spec.categories[name])
         else:
-            out[:, j] = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
+            out[:, j] = _numbers(col, f"feature column {name!r}")
 
 
 def _arm_codes(col: pa.Array, arm_ids: Sequence[str]) -> np.ndarray:
@@ -137,9 +137,17 @@ def _arm_codes(col: pa.Array, arm_ids: Sequence[str]) -> np.ndarray:
     return codes.astype(np.int16)
 
 
+def _numbers(col: pa.Array, what: str) -> np.ndarray:
+    """A numeric column as float64 (nulls -> NaN); DataError naming `what` if it is not numeric."""
+    try:
+        return pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise DataError(f"{what} must be numeric, got {col.type} ({exc})") from None
+
+
 def _label(col: pa.Array, name: str) -> np.ndarray:
     """An outcome column as float64; DataError on a missing or non-finite value."""
-    arr = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
+    arr = _numbers(col, f"outcome {name!r}")
     if not np.isfinite(arr).all():
         raise DataError(f"outcome {name!r} has a missing or non-finite value")
     return arr

@@ -158,6 +158,13 @@ def test_bad_inputs_are_named(data, tmp_path):
     frame.to_parquet(bad)
     with pytest.raises(DataError, match="'spend'"):
         fit_large_spec(bad, exp.catalog, ["spend"], "spend", cols)
+    frame["spend"] = "lots"
+    frame.to_parquet(bad)
+    with pytest.raises(DataError, match="outcome 'spend' must be numeric"):
+        fit_large_spec(bad, exp.catalog, ["spend"], "spend", cols)
+    given = FeatureSpec(tuple(cols), {})  # every column a number, but lifecycle (the first text column) is text
+    with pytest.raises(DataError, match="feature column 'lifecycle' must be numeric"):
+        fit_large_spec(path, exp.catalog, ["spend"], "spend", cols, feature_spec=given)
 
 
 def test_sequence_gives_the_boosters_fit_spec_gives(data):
