@@ -1,7 +1,9 @@
 """The closed loop's learning curve on the simulated world: writes benchmarks/results/loop.md (and .json).
 
-Run: .venv/bin/python benchmarks/loop_bench.py [--rounds 6] [--customers 100000] [--seed 0] [--learner s]
+Run: .venv/bin/python benchmarks/loop_bench.py [--rounds 6] [--customers 100000] [--seed 0] [--no-open-gate]
 Each round serves every customer once through the service's decision code path; values are exact (world truth).
+A second run with the gate open (every challenger promoted: ``min_gain`` = -inf) shows what the learner would give
+the served policy if the gate could prove its gain, and the round time with a learned model serving.
 Next to the oracle each round records the feature ceiling: the exact value of the greedy policy of a model fitted on
 the NOISE-FREE true incremental profit of a separate world (``--ceiling-size`` customers, seed 7) from the same
 observable features, applied to the round's customers (what the visible features allow; 0 skips it).
@@ -72,20 +74,8 @@ def ceiling_hook(size: int, seed: int = 7, sample: int = 30_000) -> RoundHook:
     return hook
 
 
-def main() -> None:
-    """Run the loop and write the results."""
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--rounds", type=int, default=6)
-    ap.add_argument("--customers", type=int, default=100_000)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--learner", default="s")
-    ap.add_argument("--ceiling-size", type=int, default=100_000)
-    args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    for noisy in ("mlflow", "alembic", "urllib3", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    load_start = os.getloadavg()
-    hook = ceiling_hook(args.ceiling_size) if args.ceiling_size else None
+def run(args: Any, hook: RoundHook | None, min_gain: float) -> tuple[dict[str, Any], float]:
+    """One loop run in a temporary folder; (result, seconds)."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = LoopConfig(
             rounds=args.rounds,
@@ -96,10 +86,31 @@ def main() -> None:
             if args.learner == "s"
             else TrainConfig(learner=args.learner, n_folds=0, seed=args.seed),
             round_hook=hook,
+            min_gain=min_gain,
         )
         t0 = time.perf_counter()
         result = run_loop(cfg, tracking_uri=f"sqlite:///{Path(tmp) / 'mlflow.db'}")
-        seconds = time.perf_counter() - t0
+        return result, time.perf_counter() - t0
+
+
+def main() -> None:
+    """Run the loop and write the results."""
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--customers", type=int, default=100_000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--learner", default="s")
+    ap.add_argument("--ceiling-size", type=int, default=100_000)
+    ap.add_argument("--no-open-gate", action="store_true", help="skip the run with every challenger promoted")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for noisy in ("mlflow", "alembic", "urllib3", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    load_start = os.getloadavg()
+    hook = ceiling_hook(args.ceiling_size) if args.ceiling_size else None
+    result, seconds = run(args, hook, min_gain=0.0)
+    if not args.no_open_gate:
+        result["open_gate"], result["open_gate_seconds"] = run(args, hook, min_gain=-1e9)
     result["load_average"] = {"start": load_start, "end": os.getloadavg()}
     result["command"] = " ".join(sys.argv)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -168,6 +179,27 @@ def results_md(result: dict[str, Any], args: Any, seconds: float) -> str:
             f" {ev['diff']:+.3f} [{ev['ci'][0]:+.3f}, {ev['ci'][1]:+.3f}] | {ev['se']:.3f} | {ev['mde']:.3f} |"
             f" {r['challenger_greedy_value']:+.4f} | {r['champion_greedy_value_judged']:+.4f} | {r['promoted']} |"
         )
+    open_gate = result.get("open_gate")
+    if open_gate is not None:
+        lines += [
+            "",
+            f"With the gate open (every challenger promoted; {result['open_gate_seconds']:.0f} s in all): what the"
+            " learner gives the served policy when a learned model serves (10% holdout, 10% exploration) from round"
+            " 1 on. Same world, seed and customers.",
+            "",
+            "| round | model | policy | share of oracle | greedy | greedy share | ceiling (share) | A/B lift [95% CI] |"
+            " true lift | CI covers | seconds |",
+            "|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---:|",
+        ]
+        for r in open_gate["rounds"]:
+            ceil = r.get("ceiling_value")
+            ceil_txt = f"{ceil:+.4f} ({r['ceiling_share_of_oracle']:.0%})" if ceil is not None else "-"
+            lines.append(
+                f"| {r['round']} | v{r['model_version']} | {r['policy_value']:+.4f} | {r['share_of_oracle']:.1%} |"
+                f" {r['greedy_value']:+.4f} | {r['greedy_value'] / r['oracle_value']:.1%} | {ceil_txt} |"
+                f" {r['ab_lift']:+.3f} [{r['ab_lift_ci'][0]:+.3f}, {r['ab_lift_ci'][1]:+.3f}] | {r['true_lift']:+.4f} |"
+                f" {'yes' if r['ab_ci_covers_true_lift'] else 'NO'} | {r['seconds']:.0f} |"
+            )
     lines += ["", NOTES_MARKER, ""]
     old = (OUT / "loop.md").read_text() if (OUT / "loop.md").exists() else ""
     if NOTES_MARKER in old:
