@@ -289,7 +289,18 @@ def _params(params: Mapping[str, Any] | None, outcome: str, seed: int) -> dict[s
     merged = lgb_params(params, outcome, seed)
     if not merged.get("force_row_wise"):
         merged["force_col_wise"] = True
+    if "data_random_seed" not in merged:
+        # The Python package samples a Sequence's rows for binning with the Dataset's own parameters, which leave
+        # ``seed`` out: name the sampling seed that LightGBM derives from ``seed`` (as for a matrix).
+        merged["data_random_seed"] = data_random_seed(int(merged.get("seed", 0)))
     return merged
+
+
+def data_random_seed(seed: int) -> int:
+    """The ``data_random_seed`` LightGBM derives from ``seed`` (its config: the first ``Random(seed).NextShort(0,
+    32767)``, a linear congruential step), which picks the rows it samples to find the bins."""
+    x = (214013 * (seed & 0xFFFFFFFF) + 2531011) & 0xFFFFFFFF
+    return ((x >> 16) & 0x7FFF) % 32767
 
 
 def fit_large_spec(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -15,6 +16,7 @@ from training.train import TrainConfig, fit_spec
 from training.train_large import (
     ParquetRows,
     build_matrix,
+    data_random_seed,
     encode_batch,
     fit_large_spec,
     s_arm_table,
@@ -46,9 +48,9 @@ def trees(spec: dict, name: str) -> str:
     return spec["outcomes"][name]["boosters"][0].split("end of trees")[0]
 
 
-def reference(exp, units, X, monotone: bool = False) -> dict:
+def reference(exp, units, X, monotone: bool = False, params: dict = PARAMS, seed: int = 0) -> dict:
     """fit_spec's S-learner on the same rows (its outcome plan may differ: keep ours)."""
-    config = TrainConfig(learner="s", params=PARAMS, n_folds=0, monotone=monotone)
+    config = TrainConfig(learner="s", params=params, n_folds=0, monotone=monotone, seed=seed)
     spec = fit_spec(exp, config, X, units["arm"].to_numpy(), units[OUTCOMES], units["propensity"].to_numpy(float))
     return spec
 
@@ -195,3 +197,26 @@ def test_parquet_rows_index_like_the_matrix(data):
     np.testing.assert_array_equal(rows[0:30:7], Z[0:30:7])
     with pytest.raises(IndexError):
         rows[len(Z)]
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_sequence_samples_the_bins_from_the_rows_fit_spec_samples(data, seed):
+    """With more rows than LightGBM samples to find the bins, the sample must be the same rows as fit_spec's."""
+    exp, units, X, path = data
+    params = {**PARAMS, "bin_construct_sample_cnt": 500}
+    ref = reference(exp, units, X, params=params, seed=seed)
+    spec = fit_large_spec(path, exp.catalog, ["spend"], "spend", list(X.columns), params, seed=seed)
+    assert trees(spec, "spend") == trees(ref, "spend")
+
+
+def test_data_random_seed_is_the_one_lightgbm_derives_from_seed():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(2000, 3)), rng.normal(size=2000)
+    for seed in (0, 1, 7, 12345):
+        base = {"bin_construct_sample_cnt": 50, "num_iterations": 1, "verbosity": -1, "min_data_in_bin": 1}
+        derived = lgb.train({**base, "seed": seed}, lgb.Dataset(X, y, params={**base, "seed": seed}))
+        named = {**base, "data_random_seed": data_random_seed(seed)}
+        explicit = lgb.train(named, lgb.Dataset(X, y, params=named))
+        infos = [b.model_to_string().split("feature_infos=")[1].splitlines()[0] for b in (derived, explicit)]
+        assert infos[0] == infos[1]
+    assert data_random_seed(0) == 38
