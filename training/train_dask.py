@@ -55,8 +55,9 @@ def arm_table(catalog: Catalog) -> np.ndarray:
 def _encode(data: Any, spec: FeatureSpec, table: np.ndarray | None, arm_ids: list[str]) -> Any:
     """A dask DataFrame of float64 features (plus the arm features for the S-learner), one block per partition.
 
-    Not float32: lightgbm.dask on float32 features fitted a different regression model (spend predictions up to
-    29 apart from the single-machine model on the test data; the binary outcomes were identical); not resolved.
+    Not float32: LightGBM bins float32 values differently (values float32 cannot tell apart merge), so the model
+    is not `fit_spec`'s: on 4,000 simulated units, spend predictions up to 29 apart (correlation 0.997), with
+    plain `lgb.train` as with lightgbm.dask.
     """
     p = len(spec.columns)
     names = [f"f{j}" for j in range(p)]

@@ -13,9 +13,9 @@ every outcome trains on that one binned Dataset with its own label. Two ways to 
   bytes): 3.0 GB at 10M rows, in the same time (benchmarks/results/batch.md).
 
 With float64 values (``construct="sequence"``, or ``dtype=np.float64``) the boosters are identical to
-`fit_spec`'s on the same rows (tested). With float32 the values LightGBM bins are rounded to float32 first, so
-the thresholds are float32 values and a bin boundary can move between two values float32 no longer tells apart:
-predictions agree closely but are not guaranteed bit for bit (tested within a stated tolerance).
+`fit_spec`'s on the same rows (tested, also when LightGBM samples the rows it bins from). With float32 the values
+are rounded first, so values float32 cannot tell apart share a bin and the trees can differ: a different model of
+the same kind (on 4,000 simulated units, spend predictions up to 29 apart at correlation 0.997).
 
 For data beyond one machine, `training.train_dask.fit_dask_spec` trains with lightgbm.dask on a cluster.
 """

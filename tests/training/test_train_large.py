@@ -106,10 +106,12 @@ def test_float32_predictions_are_close_to_fit_spec(data):
     Xm = ref.features.encode(X)
     for name in ("spend", "redeem"):
         a, b = ref.predict(Xm)[name], ours.predict(Xm)[name]
-        # The thresholds are float32 values, so the booster strings differ; on these rows every prediction is
-        # equal, but float32 rounding can merge two close values and move a bin boundary: allow 0.1% of cells.
-        assert np.mean(a != b) <= 1e-3
-        assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.999
+        # float32 rounding merges values float32 cannot tell apart, so bins and then trees can differ: on 4,000
+        # simulated units a plain lgb.train on float32 features gave spend predictions up to 29 apart from float64
+        # (correlation 0.997, equal means). Here the rows happen to give equal predictions; assert what holds in
+        # general: close, not identical.
+        assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.99
+        assert abs(a.mean() - b.mean()) <= 0.01 * abs(a.mean())
 
 
 def test_encode_batch_matches_feature_spec_encode(data):
