@@ -471,7 +471,8 @@ def decide_logged(
     ((n, 2) uniforms, row i = customer i) the decisions are those `Decider.decide` makes when its generator yields
     these draws in this order; without it they are drawn here. Decisions that could interact (a budget that
     could run short, pacing, a customer listed twice) go through `Decider.decide` itself, one at a time, with the
-    Decider's own draws.
+    Decider's own draws. The batch holds the log's write transaction while it is written (about 2 s per 100,000
+    decisions here), so a service deciding on the same log meanwhile waits that long.
     """
     champ = decider.champion
     if champ is None:
