@@ -480,11 +480,13 @@ def decide_logged(
     ids = [str(c) for c in customer_ids]
     ctx = dict(context or {})
     stored = decider.store.get_many(ids)
-    attrs = [_attributes(stored.get(c), ctx, champ.consent_flags) for c in ids]
+    attrs = [_attributes(stored.get(c), ctx, champ.protected) for c in ids]
     incr, cost = champ.scores(champ.scorer.features.encode_records(attrs))
     k = len(champ.arm_ids)
     masks = [champ.rule_mask(decider.rules, a, ctx.get("channels")) for a in attrs]
     rule_mask = np.vstack(masks) if masks else np.ones((0, k), dtype=bool)
+    if ctx.get("arms"):
+        rule_mask &= champ.arm_subset(ctx["arms"])
     u = np.random.default_rng().random((len(ids), 2)) if u is None else np.asarray(u, dtype=float)
     if u.shape != (len(ids), 2):
         raise ConfigError(f"u must have shape ({len(ids)}, 2), got {u.shape}")

@@ -11,6 +11,7 @@ import pytest
 
 from features.errors import DataError, DataNotFoundError, SchemaError
 from features.scoring import ArmScorer
+from features.store import OnlineStore
 from serving.batch import (
     decide_logged,
     draws,
@@ -25,7 +26,7 @@ from serving.decision_log import DecisionLog
 from serving.policy import PolicyConfig, decide, holdout_unit
 from serving.rules import Rules, allowed_arms
 from serving.settings import load_settings
-from tests.serving.conftest import fill_store, tiny_spec
+from tests.serving.conftest import customers_frame, tiny_spec
 
 N = 1500
 POLICY = PolicyConfig(holdout=0.1, explore=0.2, experiment="batch-test")
@@ -215,7 +216,9 @@ def history(decider: Decider, ids: list[str]) -> None:
 @pytest.fixture()
 def logged_setup(tmp_path):
     store = tmp_path / "store.db"
-    fill_store(store, n=LOGGED_N - 10)
+    frame = customers_frame(LOGGED_N - 10, seed=0)
+    frame["abuse_risk"] = np.random.default_rng(2).random(len(frame))  # the abuse rule excludes and caps some
+    OnlineStore(store).put_frame(frame, as_of=0.0)
     ids = [f"cust{i:05d}" for i in range(LOGGED_N)]  # the last 10 are unknown to the store: cold starts
     ids = [ids[i] for i in np.random.default_rng(1).permutation(LOGGED_N)]
     return store, ids, tiny_spec(seed=0, trees=3)
@@ -225,14 +228,16 @@ def comparable(rows: pd.DataFrame) -> pd.DataFrame:
     return rows.drop(columns=["decision_id"]).reset_index(drop=True)
 
 
-@pytest.mark.parametrize("budget", [None, 1e6])
-def test_logged_batch_makes_and_logs_exactly_the_decisions_of_decide(tmp_path, logged_setup, budget):
+@pytest.mark.parametrize(("budget", "arms"), [(None, None), (1e6, None), (None, ("c5@sms", "c10@push", "c3@email"))])
+def test_logged_batch_makes_and_logs_exactly_the_decisions_of_decide(tmp_path, logged_setup, budget, arms):
     store, ids, spec = logged_setup
-    one = logged_decider(tmp_path, store, "one", spec, campaign={"name": "t", "budget": budget})
-    many = logged_decider(tmp_path, store, "many", spec, campaign={"name": "t", "budget": budget})
+    abuse = {"exclude_at": 0.8, "cap_at": 0.5, "cap_value": 5.0}
+    rules = {"cap_per_customer": 2, "cap_per_channel": {"sms": 1}, "cap_window_hours": 24.0, "abuse": abuse}
+    one = logged_decider(tmp_path, store, "one", spec, campaign={"name": "t", "budget": budget}, rules=rules)
+    many = logged_decider(tmp_path, store, "many", spec, campaign={"name": "t", "budget": budget}, rules=rules)
     history(one, ids)
     history(many, ids)
-    ctx = {"timestamp": 100.0 * HOUR}
+    ctx = {"timestamp": 100.0 * HOUR, **({"arms": list(arms)} if arms else {})}
     seeded(one, 5)
     made = [one.decide(cid, ctx).decision_id for cid in ids]
     want = pd.DataFrame(one.log.read()).set_index("decision_id").loc[made].reset_index()
@@ -248,6 +253,12 @@ def test_logged_batch_makes_and_logs_exactly_the_decisions_of_decide(tmp_path, l
     assert capped.sum() >= 5
     assert (want.loc[capped & (want["grp"] != "holdout"), "arm"] == "none").all()
     assert set(want["grp"]) == {"holdout", "explore", "exploit"}
+    risky = want["customer_id"].isin(
+        [f"cust{i:05d}" for i in np.flatnonzero(many.store.to_frame()["abuse_risk"] >= 0.8)]
+    )
+    assert risky.sum() > 0 and (want.loc[risky, "arm"] == "none").all()  # excluded by the abuse rule
+    if arms:
+        assert set(want["arm"]) <= {"none", *arms}
     if budget is not None:
         assert many.log.budget("t")["committed"] == one.log.budget("t")["committed"] > 0
 
