@@ -1,10 +1,10 @@
 """The closed loop on the simulated world: decide, observe, join, report, retrain, promote, again.
 
 Each round serves every customer of the world once at the round's simulated time, through the service's decision
-code: `serving.batch.decide_logged` makes and logs exactly the decisions `serving.decider.Decider.decide` would
+code: `serving.decide_many.decide_logged` makes and logs exactly the decisions `serving.decider.Decider.decide` would
 make one customer after the other (online store, rules, caps, the pure policy, the decision log; tested equal),
 in one transaction. The world plays the decisions forward; its outcomes are stored in the decision log
-(`serving.batch.record_outcomes_bulk`, the semantics of `Decider.record_outcomes`); the attribution join and the
+(`serving.decide_many.record_outcomes_bulk`, the semantics of `Decider.record_outcomes`); the attribution join and the
 A/B report read them from the log; the world's exact truth gives the true value of every policy. The customers are
 split once, by a stable hash, into a training part and a judging part (``judge_share``). A challenger trained on
 every logged decision so far of the training customers (point-in-time features, logged propensities) is judged
@@ -52,7 +52,7 @@ from features.registry import CHALLENGER, CHAMPION, RegistrySettings, activate, 
 from features.scoring import FORMAT, ArmScorer, FeatureSpec
 from features.simworld import SimWorld
 from features.store import OnlineStore, refresh_store
-from serving.batch import decide_logged, record_outcomes_bulk
+from serving.decide_many import decide_logged, record_outcomes_bulk
 from serving.decider import Decider
 from serving.decision_log import DecisionLog
 from serving.decision_log import decisions as decision_table

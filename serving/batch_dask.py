@@ -198,7 +198,8 @@ def run_batch_dask(
     parts = partitions(customers_path, partition_rows)
     spec = dict(scorer.spec)
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
-    job = Job(key, str(customers_path), tuple(input_columns(pf.schema_arrow, scorer)), policy, rules, seed, chunk_rows)
+    columns = tuple(input_columns(pf.schema_arrow, scorer, rules))
+    job = Job(key, str(customers_path), columns, policy, rules, seed, chunk_rows)
     out_dir = Path(out_dir)
     if out_dir.exists():
         shutil.rmtree(out_dir)

@@ -493,7 +493,7 @@ class Decider:
             raise ModelError("no champion model is loaded")
         ctx = dict(context or {})
         stored = self.store.get(customer_id)
-        attrs = _attributes(stored, ctx, champ.protected)
+        attrs = attributes(stored, ctx, champ.protected)
         incr, cost = champ.scores(champ.scorer.features.encode_records([attrs]))
         rule_mask = champ.rule_mask(self.rules, attrs, ctx.get("channels"))
         if ctx.get("arms"):
@@ -521,7 +521,7 @@ class Decider:
                 "expected_incremental_profit": float(d.incr[0]),
                 "expected_cost": float(d.cost[0]),
                 "committed_cost": champ.worst_cost[j],
-                "context": _log_context(ctx, price, stored is None),
+                "context": log_context(ctx, price, stored is None),
             }
 
         campaign, window = self.settings.campaign.name, self.rules.cap_window_hours
@@ -558,7 +558,7 @@ def _truthy(v: Any) -> bool:
     return v is not None and v == v and bool(v)
 
 
-def _attributes(stored: Mapping[str, Any] | None, ctx: Mapping[str, Any], protected: frozenset[str]) -> dict[str, Any]:
+def attributes(stored: Mapping[str, Any] | None, ctx: Mapping[str, Any], protected: frozenset[str]) -> dict[str, Any]:
     """Stored features, then the context's city and overrides; a protected attribute known to the store (a consent
     flag, the abuse risk) is never overridden: an opt-out or a risk recorded there wins over the request."""
     attrs: dict[str, Any] = dict(stored or {})
@@ -570,7 +570,9 @@ def _attributes(stored: Mapping[str, Any] | None, ctx: Mapping[str, Any], protec
     return attrs
 
 
-def _log_context(ctx: Mapping[str, Any], price: float, cold_start: bool) -> dict[str, Any] | None:
+def log_context(ctx: Mapping[str, Any], price: float, cold_start: bool) -> dict[str, Any] | None:
+    """What the decision log keeps of a request's context: the pacing price, cold start, city, channels, arms,
+    trigger and timestamp."""
     out: dict[str, Any] = {"price": price, "cold_start": cold_start}
     for key in ("city", "channels", "arms", "trigger"):
         value = ctx.get(key)
