@@ -4,8 +4,8 @@ Each round serves every customer of the world once at the round's simulated time
 code: `serving.decide_many.decide_logged` makes and logs exactly the decisions `serving.decider.Decider.decide` would
 make one customer after the other (online store, rules, caps, the pure policy, the decision log; tested equal),
 in one transaction. The world plays the decisions forward; its outcomes are stored in the decision log
-(`serving.decide_many.record_outcomes_bulk`, the semantics of `Decider.record_outcomes`); the attribution join and the
-A/B report read them from the log; the world's exact truth gives the true value of every policy. The customers are
+(`serving.decision_log.DecisionLog.add_outcomes`, the service's outcome path); the attribution join and the A/B
+report read them from the log; the world's exact truth gives the true value of every policy. The customers are
 split once, by a stable hash, into a training part and a judging part (``judge_share``). A challenger trained on
 every logged decision so far of the training customers (point-in-time features, logged propensities) is judged
 against the champion on every logged decision so far of the judging customers, which no model ever trains on
@@ -52,7 +52,7 @@ from features.registry import CHALLENGER, CHAMPION, RegistrySettings, activate, 
 from features.scoring import FORMAT, ArmScorer, FeatureSpec
 from features.simworld import SimWorld
 from features.store import OnlineStore, refresh_store
-from serving.decide_many import decide_logged, record_outcomes_bulk
+from serving.decide_many import decide_logged
 from serving.decider import Decider
 from serving.decision_log import DecisionLog
 from serving.decision_log import decisions as decision_table
@@ -212,7 +212,7 @@ def _play(state: LoopState, dlog: DecisionLog, decisions: pd.DataFrame, seed: in
             "redeem": out["redeem"].astype(float),
         }
     )
-    record_outcomes_bulk(dlog, events.to_dict(orient="records"))
+    dlog.add_outcomes(events.to_dict(orient="records"))
     state.events = pd.concat([state.events, played.events], ignore_index=True)
 
 

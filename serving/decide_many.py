@@ -1,11 +1,9 @@
-"""The service's decisions for many customers at once, logged: `decide_logged` and `record_outcomes_bulk`.
+"""The service's decisions for many customers at once, logged: `decide_logged`.
 
 `decide_logged(decider, customer_ids, context)` makes the decisions that `serving.decider.Decider.decide` would make
 and log for these customers one after the other (online store, rules, caps and budget read from the decision log,
 the pure policy, the logged row and the budget charge), in one write transaction with one scoring call, for jobs
-such as the closed loop that decide a whole population at once. `record_outcomes_bulk` stores outcome events with
-the semantics of `serving.decision_log.DecisionLog.add_outcomes`, in bulk statements. Tests compare both with the
-one-at-a-time paths.
+such as the closed loop that decide a whole population at once. Tests compare it with `Decider.decide`.
 """
 
 from __future__ import annotations
@@ -13,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,12 +20,10 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from features.errors import ConfigError, DataError, ModelError
+from features.errors import ConfigError, ModelError
 from serving.decider import Champion, Decider, attributes, log_context
-from serving.decision_log import DecisionLog
 from serving.decision_log import budgets as budget_table
 from serving.decision_log import decisions as decision_table
-from serving.decision_log import outcomes as outcome_table
 from serving.policy import Decisions, decide, holdout_unit
 from serving.rules import Rules
 
@@ -211,34 +207,3 @@ def _one_by_one(decider: Decider, ids: list[str], ctx: Mapping[str, Any]) -> pd.
     made = [decider.decide(cid, ctx).decision_id for cid in ids]
     logged = pd.DataFrame(decider.log.read("decisions")).set_index("decision_id")
     return logged.loc[made].reset_index()[[c.name for c in decision_table.columns]]
-
-
-OUTCOME_FIELDS = ("event_id", "customer_id", "ts", "visit", "buy", "spend", "redeem")
-
-
-def record_outcomes_bulk(log: DecisionLog, events: Iterable[Mapping[str, Any]], chunk: int = 500) -> int:
-    """Store a batch of outcome events as `DecisionLog.add_outcomes` does, in one transaction with bulk statements.
-
-    Idempotent on ``event_id`` (events already stored, or listed earlier in the batch, are skipped; the first
-    one wins); DataError names a missing field. Returns how many events were new.
-    """
-    now = time.time()
-    fresh: dict[str, dict[str, Any]] = {}
-    for e in events:
-        try:
-            values = {k: e[k] for k in OUTCOME_FIELDS}
-        except KeyError as exc:
-            raise DataError(f"outcome event is missing field {exc.args[0]!r}") from None
-        values["decision_id"] = e.get("decision_id")
-        values["received_ts"] = now
-        fresh.setdefault(values["event_id"], values)
-    ids = list(fresh)
-    column = outcome_table.c.event_id
-    with log.engine.begin() as conn:
-        for start in range(0, len(ids), chunk):
-            part = ids[start : start + chunk]
-            for (known,) in conn.execute(sa.select(column).where(column.in_(part))):
-                fresh.pop(known, None)
-        if fresh:
-            conn.execute(outcome_table.insert(), list(fresh.values()))
-    return len(fresh)

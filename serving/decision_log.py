@@ -128,6 +128,10 @@ def _sqlite_engine(url: str, synchronous: str) -> sa.Engine:
     return engine
 
 
+#: The fields of an outcome event (``decision_id`` is optional).
+OUTCOME_FIELDS = ("event_id", "customer_id", "ts", "visit", "buy", "spend", "redeem")
+
+
 class DecisionLog:
     """Decisions, budgets and outcomes in one database.
 
@@ -199,25 +203,30 @@ class DecisionLog:
                 conn.execute(_CHARGE, {"b_campaign": campaign, "b_cost": row["committed_cost"]})
         return row
 
-    def add_outcomes(self, events: Iterable[Mapping[str, Any]]) -> int:
-        """Store outcome events (idempotent on event_id); returns how many were new."""
+    def add_outcomes(self, events: Iterable[Mapping[str, Any]], chunk: int = 500) -> int:
+        """Store outcome events in one transaction with bulk statements; returns how many were new.
+
+        Idempotent on ``event_id``: events already stored, or listed earlier in the batch, are skipped (the first
+        one wins). DataError names a missing field.
+        """
         now = time.time()
-        new = 0
+        fresh: dict[str, dict[str, Any]] = {}
+        for e in events:
+            try:
+                values = {k: e[k] for k in OUTCOME_FIELDS}
+            except KeyError as exc:
+                raise DataError(f"outcome event is missing field {exc.args[0]!r}") from None
+            values["decision_id"] = e.get("decision_id")
+            values["received_ts"] = now
+            fresh.setdefault(values["event_id"], values)
+        ids, column = list(fresh), outcomes.c.event_id
         with self.engine.begin() as conn:
-            for e in events:
-                try:
-                    values = {k: e[k] for k in ("event_id", "customer_id", "ts", "visit", "buy", "spend", "redeem")}
-                except KeyError as exc:
-                    raise DataError(f"outcome event is missing field {exc.args[0]!r}") from None
-                values["decision_id"] = e.get("decision_id")
-                values["received_ts"] = now
-                exists = conn.execute(
-                    sa.select(outcomes.c.event_id).where(outcomes.c.event_id == values["event_id"])
-                ).first()
-                if exists is None:
-                    conn.execute(outcomes.insert().values(**values))
-                    new += 1
-        return new
+            for start in range(0, len(ids), chunk):
+                for (known,) in conn.execute(sa.select(column).where(column.in_(ids[start : start + chunk]))):
+                    fresh.pop(known, None)
+            if fresh:
+                conn.execute(outcomes.insert(), list(fresh.values()))
+        return len(fresh)
 
     def read(self, table: str = "decisions") -> list[dict[str, Any]]:
         """All rows of a table as dicts (for reports, tests and batch jobs)."""

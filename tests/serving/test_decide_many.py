@@ -1,5 +1,5 @@
-"""The service's decisions for many customers in one transaction, and outcomes in bulk: exactly what the
-one-at-a-time paths (`Decider.decide`, `DecisionLog.add_outcomes`) make and store."""
+"""The service's decisions for many customers in one transaction: exactly what `Decider.decide` makes one
+customer after the other."""
 
 from __future__ import annotations
 
@@ -7,12 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.errors import DataError
 from features.scoring import ArmScorer
 from features.store import OnlineStore
-from serving.decide_many import decide_logged, record_outcomes_bulk
+from serving.decide_many import decide_logged
 from serving.decider import Decider
-from serving.decision_log import DecisionLog
 from serving.settings import load_settings
 from tests.serving.conftest import customers_frame, tiny_spec
 
@@ -133,31 +131,3 @@ def test_logged_batch_with_pacing_goes_one_by_one_and_a_repeated_customer_too(tm
     twice = logged_decider(tmp_path, store, "twice", spec)
     got = decide_logged(twice, [ids[0], ids[0]], {"timestamp": 1.0 * HOUR})
     assert not got.one_transaction and len(got.rows) == 2
-
-
-def test_bulk_outcomes_store_what_add_outcomes_stores_once(tmp_path):
-    rng = np.random.default_rng(0)
-    events = [
-        {
-            "event_id": f"e{i % 70}",
-            "decision_id": f"d{i}" if i % 3 else None,
-            "customer_id": f"c{i % 13}",
-            "ts": float(i),
-            "visit": 1.0,
-            "buy": float(rng.random() < 0.3),
-            "spend": float(rng.gamma(2.0, 20.0)),
-            "redeem": 0.0,
-        }
-        for i in range(100)
-    ]
-    one, bulk = DecisionLog(f"sqlite:///{tmp_path / 'a.db'}"), DecisionLog(f"sqlite:///{tmp_path / 'b.db'}")
-    assert one.add_outcomes(events[:40]) == record_outcomes_bulk(bulk, events[:40], chunk=7) == 40
-    assert one.add_outcomes(events) == record_outcomes_bulk(bulk, events, chunk=7) == 30
-    assert record_outcomes_bulk(bulk, events) == 0
-
-    def stored(log):
-        return pd.DataFrame(log.read("outcomes")).drop(columns="received_ts").sort_values("event_id")
-
-    pd.testing.assert_frame_equal(stored(one).reset_index(drop=True), stored(bulk).reset_index(drop=True))
-    with pytest.raises(DataError, match="spend"):
-        record_outcomes_bulk(bulk, [{k: v for k, v in events[0].items() if k != "spend"}])

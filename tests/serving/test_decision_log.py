@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from features.errors import DataError
@@ -76,3 +78,31 @@ def test_contacts_outside_the_window_do_not_count(tmp_path):
     for t in (0.0, 3600.0, 3 * 3600.0):
         log.commit("camp", "c1", 1.5, lambda s: (seen.append(s.contacts.get("sms", 0)), _row(s, 0.0))[1], now=t)
     assert seen == [0, 1, 0]  # at 3 h the contacts at 0 h and 1 h are older than 1.5 h
+
+
+def test_outcomes_in_bulk_store_what_one_at_a_time_inserts_would_once(tmp_path):
+    """Reference: insert each event unless its event_id is already stored (first one wins), one at a time."""
+    rng = np.random.default_rng(0)
+    events = [
+        {
+            "event_id": f"e{i % 70}",
+            "decision_id": f"d{i}" if i % 3 else None,
+            "customer_id": f"c{i % 13}",
+            "ts": float(i),
+            "visit": 1.0,
+            "buy": float(rng.random() < 0.3),
+            "spend": float(rng.gamma(2.0, 20.0)),
+            "redeem": 0.0,
+        }
+        for i in range(100)
+    ]
+    reference: dict[str, dict] = {}
+    for e in events:
+        reference.setdefault(e["event_id"], e)
+    log = DecisionLog(f"sqlite:///{tmp_path / 'b.db'}")
+    assert log.add_outcomes(events[:40], chunk=7) == 40
+    assert log.add_outcomes(events, chunk=7) == 30
+    assert log.add_outcomes(events) == 0
+    got = pd.DataFrame(log.read("outcomes")).drop(columns="received_ts").sort_values("event_id")
+    want = pd.DataFrame(list(reference.values())).sort_values("event_id")
+    pd.testing.assert_frame_equal(got[want.columns].reset_index(drop=True), want.reset_index(drop=True))
