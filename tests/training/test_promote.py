@@ -123,3 +123,58 @@ def test_gate_config_names_bad_values():
         GateConfig(outcome_model="oracle")
     with pytest.raises(ConfigError, match="level"):
         GateConfig(level=0.4)
+
+
+NULL_DRAWS, NULL_UNITS = 40, 2_000
+GATE_PARAMS = {**FAST, "objective": "regression", "verbosity": -1}
+
+
+@pytest.fixture(scope="module")
+def null_draws(setup):
+    """Per fresh logged draw: the gate's evidence for the good model against no offer, and its exact gain.
+
+    A challenger whose exact gain is exactly min_gain is "truly no better": the gate (promote when ci_low > min_gain)
+    promoting it with min_gain at the exact gain is a false promotion. The exact gain is known only after judging
+    (it is the value of the challenger's choices), so the rule is applied to the returned bound.
+    """
+    good = setup[0]
+    out = []
+    for s in range(NULL_DRAWS):
+        logs = make_experiment(NULL_UNITS, seed=300 + s)
+        lu = logs.units()
+        feats = logs.features.loc[lu.index]
+        allowed = reachable_arms(logs.catalog, feats, len(feats))
+        args = (feats, lu["arm"].to_numpy(), decision_profit(lu, logs.catalog), lu["propensity"].to_numpy(float))
+        ids = lu["customer_id"].to_numpy()
+        evidence = judge(None, good, *args, allowed, gate=GateConfig(params=GATE_PARAMS), customer_ids=ids)
+        world = logs.meta["world"]  # no offer's exact incremental value is 0
+        out.append((evidence, world.policy_value(evidence["challenger_choices"], rows=world.rows_of(ids))))
+    return out
+
+
+def test_truly_no_better_challenger_is_promoted_at_most_at_the_nominal_rate(null_draws):
+    assert all(e["promote"] == (e["ci_low"] > 0) for e, _ in null_draws)
+    promoted = sum(e["ci_low"] > exact for e, exact in null_draws)
+    # Binomial(40, 0.05): P(>= 6) = 0.014, so 5 of 40 is the most a calibrated 95% bound allows here.
+    assert promoted <= 5, f"{promoted} false promotions in {NULL_DRAWS} draws at level 0.95"
+    assert all(e["n_differ"] > 0.05 * NULL_UNITS for e, _ in null_draws)  # the policies differ: not a trivial 0
+
+
+def test_gate_bound_is_the_difference_minus_z_times_the_widened_se(null_draws):
+    e, _ = null_draws[0]
+    assert e["se_inflation"] == GateConfig().se_inflation > 1
+    assert e["se"] == pytest.approx(e["se_inflation"] * e["se_cluster"])
+    assert e["ci_low"] == pytest.approx(e["diff"] - 1.6448536 * e["se"])
+    assert e["ci_high"] == pytest.approx(e["diff"] + 1.6448536 * e["se"])
+    assert e["mde"] == pytest.approx((1.6448536 + 0.8416212) * e["se"])
+
+
+def test_gate_errors_spread_about_one_cluster_standard_error(null_draws):
+    z = np.array([(e["diff"] - exact) / e["se_cluster"] for e, exact in null_draws])
+    # The cluster-robust se is right in scale and the estimate unbiased (40 draws: sd of z within about +-0.25).
+    assert 0.7 < z.std(ddof=1) < 1.35 and abs(z.mean()) < 0.6
+
+
+def test_se_inflation_below_one_is_a_config_error():
+    with pytest.raises(ConfigError, match="se_inflation"):
+        GateConfig(se_inflation=0.9)
