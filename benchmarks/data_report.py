@@ -40,7 +40,8 @@ def section(name: str) -> str:
     lines += [
         "",
         f"Covariate balance: the largest |SMD| (pooled SD) over all features and arms is {s['max_abs_smd']:.4f}"
-        " (|SMD| < 0.1 is negligible). Five least balanced features:",
+        " (|SMD| < 0.1 is negligible; each arm against the control units that could have got it, i.e. with the"
+        " channel's consent and reach). Five least balanced features:",
         "",
         "| feature | max abs SMD |",
         "|---|---:|",

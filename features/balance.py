@@ -10,6 +10,11 @@ indicators. Numeric and boolean columns are used as they are; categorical and te
 column that has missing values, so an imbalance in who is missing is visible too. When both groups are constant
 the SMD is 0 if their means agree and +-inf if they differ; an arm with fewer than two units gives NaN.
 Rule of thumb: |SMD| < 0.1 is negligible imbalance.
+
+When units are randomized only among the arms they can get (an arm on a channel the customer has not consented
+to is never drawn), an arm must be compared with the control units that could have got it: `support` (one
+boolean column per arm) restricts each arm's control group so. Without it, an arm on a channel that needs
+consent looks imbalanced on the consent flag by construction.
 """
 
 from __future__ import annotations
@@ -48,13 +53,17 @@ def _smd(mean_a: pd.Series, var_a: pd.Series, mean_c: pd.Series, var_c: pd.Serie
     return out.mask(constant, 0.0)
 
 
-def balance_table(features: pd.DataFrame, arms: pd.Series, control: str) -> pd.DataFrame:
+def balance_table(
+    features: pd.DataFrame, arms: pd.Series, control: str, support: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """SMD of each feature (numeric, one-hot level or missing indicator) for every arm against `control`.
 
     Args:
         features: one row per unit (numeric, boolean, categorical or text columns).
         arms: the arm of each unit, with the same index as `features` (or the same length, then by position).
         control: the reference arm.
+        support: optional, same rows as `features`, a boolean column per arm: the units that could have got that
+            arm; each arm is then compared with the control units in its support (arms without a column: all).
 
     Returns:
         One row per feature row (see the module doc for names), one column per non-control arm (sorted), and
@@ -75,14 +84,18 @@ def balance_table(features: pd.DataFrame, arms: pd.Series, control: str) -> pd.D
     x = _design(features)
     key = arms.astype(str).to_numpy()
     means, variances = x.groupby(key).mean(), x.groupby(key).var(ddof=1)
-    out = pd.DataFrame(
-        {
-            arm: _smd(means.loc[arm], variances.loc[arm], means.loc[control], variances.loc[control])
-            for arm in names
-            if arm != control
-        },
-        index=x.columns,
-    )
+    is_control = key == control
+    columns = {}
+    for arm in names:
+        if arm == control:
+            continue
+        mean_c, var_c = means.loc[control], variances.loc[control]
+        if support is not None and arm in support.columns:
+            in_support = is_control & np.asarray(support[arm], dtype=bool)
+            if in_support.sum() >= 2:
+                mean_c, var_c = x[in_support].mean(), x[in_support].var(ddof=1)
+        columns[arm] = _smd(means.loc[arm], variances.loc[arm], mean_c, var_c)
+    out = pd.DataFrame(columns, index=x.columns)
     out.index.name = "feature"
     out["max_abs_smd"] = out.abs().max(axis=1)
     return out

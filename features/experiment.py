@@ -48,11 +48,15 @@ class Experiment:
         return base.join(out, how="left").join(self.features, how="left", rsuffix="_feat")
 
     def balance(self) -> pd.DataFrame:
-        """Covariate balance: standardized mean differences of every feature, each arm vs control."""
+        """Covariate balance: standardized mean differences of every feature, each arm vs the control units that
+        could have got it (channel consent and reach, `features.eligibility.reachable_arms`)."""
         from features.balance import balance_table
+        from features.eligibility import reachable_arms
 
         arms = self.assignments.set_index("unit_id")["arm"].loc[self.features.index]
-        return balance_table(self.features, arms, self.catalog.control_arm)
+        mask = reachable_arms(self.catalog, self.features, len(self.features))
+        support = pd.DataFrame(mask, index=self.features.index, columns=self.catalog.arm_ids)
+        return balance_table(self.features, arms, self.catalog.control_arm, support=support)
 
     def summary(self, balance: bool = True) -> dict[str, Any]:
         """Units, arms, control arm, per arm the units and mean of the main outcome, and the largest |SMD|."""

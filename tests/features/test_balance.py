@@ -63,3 +63,20 @@ def test_unknown_control_and_misaligned_arms_are_data_errors() -> None:
         balance_table(features, arms, "zzz")
     with pytest.raises(DataError, match="rows"):
         balance_table(features, arms.iloc[:3], "none")
+
+
+def test_support_compares_an_arm_with_the_controls_that_could_have_got_it() -> None:
+    """Units randomized among the arms they can get: arm "a" needs consent, so only consenting units draw it.
+    Against every control the consent flag looks badly imbalanced; against the consenting controls it is not."""
+    rng = np.random.default_rng(0)
+    n = 20_000
+    consent = rng.random(n) < 0.5
+    u = rng.random(n)
+    arm = np.where(consent, np.select([u < 1 / 3, u < 2 / 3], ["none", "b"], "a"), np.where(u < 0.5, "none", "b"))
+    features = pd.DataFrame({"consent": consent.astype(float), "x": rng.normal(size=n)})
+    support = pd.DataFrame({"none": True, "a": consent, "b": True})
+    naive = balance_table(features, pd.Series(arm), "none")
+    within = balance_table(features, pd.Series(arm), "none", support=support)
+    assert naive.loc["consent", "a"] > 0.5
+    assert within["max_abs_smd"].max() < 0.05
+    assert within.loc["consent", "b"] == pytest.approx(naive.loc["consent", "b"])
