@@ -458,11 +458,14 @@ def spend_curve(base: Base, histogram: Histogram, edges: np.ndarray = EDGES) -> 
 
 
 def plot_spend_curve(curve: pd.DataFrame, allocation: Allocation | None = None, ax: Any = None) -> Any:
-    """Matplotlib figure of incremental profit against spend, with the budget and the allocation marked."""
-    import matplotlib.pyplot as plt
+    """Matplotlib figure of incremental profit against spend, with the budget and the allocation marked.
 
+    Built without pyplot (no global figure state; works on any backend); pass `ax` to draw into your own axes."""
     if ax is None:
-        fig, ax = plt.subplots(figsize=(6, 4))
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(6, 4))
+        ax = fig.subplots()
     else:
         fig = ax.figure
     c = curve.sort_values("spend")
