@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from features.errors import SchemaError
+from features.schema import timed_table
 
 log = logging.getLogger(__name__)
 
@@ -125,15 +126,7 @@ class EventIndex:
 
 def check_events(events: pd.DataFrame) -> pd.DataFrame:
     """Validate the canonical event stream; SchemaError names the column and the first bad rows."""
-    if not isinstance(events, pd.DataFrame):
-        raise SchemaError("events", None, f"expected a pandas DataFrame, got {type(events).__name__}")
-    for col in EVENT_COLUMNS:
-        if col not in events.columns:
-            raise SchemaError("events", col, f"missing column; the table has {list(events.columns)}")
-    time = pd.to_numeric(events["time"], errors="coerce").to_numpy(dtype=float)
-    bad = ~np.isfinite(time)
-    if bad.any():
-        raise SchemaError("events", "time", "missing or non-finite time", list(events.index[bad]))
+    timed_table(events, "events", EVENT_COLUMNS)
     bad = ~events["event"].isin(EVENT_KINDS).to_numpy()
     if bad.any():
         raise SchemaError("events", "event", f"unknown event; expected one of {EVENT_KINDS}", list(events.index[bad]))
@@ -144,14 +137,7 @@ def check_events(events: pd.DataFrame) -> pd.DataFrame:
 
 
 def _check_as_of(as_of: pd.DataFrame) -> pd.DataFrame:
-    if not isinstance(as_of, pd.DataFrame):
-        raise SchemaError("as_of", None, f"expected a pandas DataFrame, got {type(as_of).__name__}")
-    for col in ("unit_id", "customer_id", "time"):
-        if col not in as_of.columns:
-            raise SchemaError("as_of", col, f"missing column; the table has {list(as_of.columns)}")
-    time = pd.to_numeric(as_of["time"], errors="coerce").to_numpy(dtype=float)
-    if not np.isfinite(time).all():
-        raise SchemaError("as_of", "time", "missing or non-finite time", list(as_of.index[~np.isfinite(time)]))
+    timed_table(as_of, "as_of", ("unit_id", "customer_id", "time"))
     dup = as_of["unit_id"].duplicated().to_numpy()
     if dup.any():
         raise SchemaError("as_of", "unit_id", "duplicate unit ids", list(as_of.index[dup]))

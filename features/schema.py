@@ -81,6 +81,23 @@ def _check_kind(df: pd.DataFrame, table: str, col: Column) -> None:
             raise SchemaError(table, col.name, "expected 0/1 values", _bad_rows(df, bad))
 
 
+def timed_table(df: pd.DataFrame, table: str, columns: Iterable[str], time_column: str = "time") -> np.ndarray:
+    """Check that `df` is a frame with `columns` and finite times; returns the times as float.
+
+    SchemaError names the table, the missing column, or the rows whose time is missing or not finite.
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise SchemaError(table, None, f"expected a pandas DataFrame, got {type(df).__name__}")
+    for col in columns:
+        if col not in df.columns:
+            raise SchemaError(table, col, f"missing column; the table has {list(df.columns)}")
+    time = pd.to_numeric(df[time_column], errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(time)
+    if bad.any():
+        raise SchemaError(table, time_column, "missing or non-finite time", list(df.index[bad]))
+    return time
+
+
 def validate_table(df: pd.DataFrame, table: str) -> pd.DataFrame:
     """Check one table against its required columns; returns it unchanged or raises SchemaError."""
     if table not in TABLES:

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from features.errors import ConfigError, DataError, SchemaError
+from features.schema import timed_table
 from serving.trigger_channels import (
     ChannelAdapter,
     FileAdapter,
@@ -384,12 +385,7 @@ def replay(events: pd.DataFrame | str | Path, engine: TriggerEngine, until: floa
     Returns the firings of this replay as a frame.
     """
     frame = read_events(events) if isinstance(events, str | Path) else events
-    for col in ("customer_id", "time", "event"):
-        if col not in frame.columns:
-            raise SchemaError("events", col, f"missing column; the table has {list(frame.columns)}")
-    time = pd.to_numeric(frame["time"], errors="coerce").to_numpy(dtype=float)
-    if not np.isfinite(time).all():
-        raise SchemaError("events", "time", "missing or non-finite time", list(frame.index[~np.isfinite(time)]))
+    time = timed_table(frame, "events", ("customer_id", "time", "event"))
     order = np.argsort(time, kind="stable")
     ids = frame["customer_id"].astype(str).to_numpy(dtype=object)[order]
     kinds = frame["event"].astype(str).to_numpy(dtype=object)[order]

@@ -142,3 +142,15 @@ def test_outcome_of_unknown_unit_is_rejected():
     outcomes.loc[1, "unit_id"] = "ghost"
     with pytest.raises(SchemaError, match="no assignment"):
         validate_outcomes_follow(assignments, outcomes)
+
+
+def test_timed_table_names_the_missing_column_and_the_rows_without_a_finite_time():
+    from features.schema import timed_table
+
+    df = pd.DataFrame({"customer_id": ["a", "b", "c"], "time": [1.0, float("nan"), "x"]}, index=[10, 11, 12])
+    with pytest.raises(SchemaError, match="event"):
+        timed_table(df, "events", ("customer_id", "time", "event"))
+    with pytest.raises(SchemaError, match="time") as info:
+        timed_table(df, "events", ("customer_id", "time"))
+    assert "11" in str(info.value) and "12" in str(info.value) and "10" not in str(info.value)
+    assert timed_table(df.iloc[:1], "events", ("customer_id", "time")).tolist() == [1.0]
