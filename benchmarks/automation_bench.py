@@ -40,18 +40,20 @@ from sklearn.metrics import roc_auc_score
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._env import environment_md
-from features.abuse import abuse_features, abuse_mask, abuse_scores, fit_behaviour_model, identity_flags, rule_score
-from features.segments import build_segments
-from features.simworld import SimWorld
-from features.simworld_config import DEFAULT_SPEC, spec_to_world
-from features.simworld_experiment import make_experiment
-from features.simworld_play import background_transactions, event_frame, sort_events
-from features.simworld_truth import shock_multiplier
 from offerlift.automation import demo_trigger_stream, world_scores
-from serving.monitor import CampaignRule, Detector, Monitor, PolicyExecutor, metric_table
-from serving.policy import PolicyConfig
-from serving.rules import Rules
-from serving.triggers import (
+from offerlift.features.abuse import (
+    abuse_features,
+    abuse_mask,
+    abuse_scores,
+    fit_behaviour_model,
+    identity_flags,
+    rule_score,
+)
+from offerlift.features.segments import build_segments
+from offerlift.serving.monitor import CampaignRule, Detector, Monitor, PolicyExecutor, metric_table
+from offerlift.serving.policy import PolicyConfig
+from offerlift.serving.rules import Rules
+from offerlift.serving.triggers import (
     ACTIVE_NO_ORDER,
     Message,
     PolicyDecider,
@@ -60,8 +62,13 @@ from serving.triggers import (
     constant_scores,
     replay,
 )
-from training.evaluate import greedy_arms
-from training.train import TrainConfig, evaluate_config
+from offerlift.simworld.config import DEFAULT_SPEC, spec_to_world
+from offerlift.simworld.experiment import make_experiment
+from offerlift.simworld.play import background_transactions, event_frame, sort_events
+from offerlift.simworld.truth import shock_multiplier
+from offerlift.simworld.world import SimWorld
+from offerlift.training.evaluate import greedy_arms
+from offerlift.training.train import TrainConfig, evaluate_config
 
 RESULTS = Path(__file__).resolve().parent / "results"
 log = logging.getLogger("automation_bench")

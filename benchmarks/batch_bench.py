@@ -6,7 +6,7 @@ benchmarks/results/batch.md (its "Training on large data" section is kept: `benc
 Every measurement runs in its own subprocess (peak memory = that process's ru_maxrss), with OMP_NUM_THREADS=2:
 - floor: every booster of the model's `Booster.predict` on the already-encoded matrix of all customers (the bare
   model cost of scoring every customer under every arm), and the same with compiled trees (lleaves);
-- batch: `serving.batch.run_batch` on the customer file (read, encode, predict, rules, holdout, exploration,
+- batch: `offerlift.serving.batch.run_batch` on the customer file (read, encode, predict, rules, holdout, exploration,
   propensities, write), plain and compiled, at several sizes (memory must not grow with the customers), and with
   a budget (two passes);
 - training on large data: `benchmarks/train_scale.py` (it uses `training_file` below).
@@ -67,8 +67,8 @@ def model_spec(work: Path, units: int, trees: int) -> Path:
     """A T-learner trained on a simulated experiment, default parameters but `trees` trees (cached in `work`)."""
     path = work / f"model_t_{units}_{trees}.json"
     if not path.exists():
-        from features.simworld_experiment import make_experiment
-        from training.train import TrainConfig, train_model
+        from offerlift.simworld.experiment import make_experiment
+        from offerlift.training.train import TrainConfig, train_model
 
         t0 = time.perf_counter()
         result = train_model(make_experiment(units, seed=0), TrainConfig("t", {"num_iterations": trees}, n_folds=0))
@@ -79,7 +79,7 @@ def model_spec(work: Path, units: int, trees: int) -> Path:
 
 def customer_file(work: Path, n: int, distinct: int) -> Path:
     """A simulated customer base of n customers (cached)."""
-    from serving.batch import write_customer_file
+    from offerlift.simworld.customers import write_customer_file
 
     path = work / f"customers_{n}.parquet"
     if not path.exists():
@@ -92,7 +92,7 @@ def customer_file(work: Path, n: int, distinct: int) -> Path:
 
 def training_file(work: Path, n: int, distinct: int, block: int = 200_000) -> Path:
     """n simulated experiment units (features, arm, outcomes) in Parquet (cached)."""
-    from features.simworld_experiment import make_experiment
+    from offerlift.simworld.experiment import make_experiment
 
     path = work / f"train_{n}.parquet"
     if path.exists():
@@ -140,12 +140,12 @@ def child(*args: str, timeout: float = 3600) -> dict[str, Any]:
 
 def load_scorer(spec_path: str, compiled: bool, work: Path) -> Any:
     """The benchmark scorer, plain or compiled (compile time reported)."""
-    from features.scoring import ArmScorer
+    from offerlift.models.scoring import ArmScorer
 
     scorer = ArmScorer(json.loads(Path(spec_path).read_text()))
     if not compiled:
         return scorer, 0.0
-    from serving.compiled import compile_scorer
+    from offerlift.models.compiled import compile_scorer
 
     t0 = time.perf_counter()
     fast = compile_scorer(scorer, work / "compiled", n_jobs=2)
@@ -164,7 +164,7 @@ def floor(spec_path: str, customers: str, work: Path) -> dict[str, Any]:
         b.predict(X)
     plain = time.perf_counter() - t0
     out = {"rows": X.shape[0], "boosters": len(boosters), "predict_s": plain}
-    from serving.compiled import available
+    from offerlift.models.compiled import available
 
     if available():
         fast, compile_s = load_scorer(spec_path, True, work)
@@ -174,7 +174,7 @@ def floor(spec_path: str, customers: str, work: Path) -> dict[str, Any]:
                 b.predict(X)
         out.update(compiled_predict_s=time.perf_counter() - t0, compile_s=compile_s)
         Xs = X[:200_000]
-        from serving.compiled import max_difference, same_decisions
+        from offerlift.models.compiled import max_difference, same_decisions
 
         out.update(compiled_max_diff=max_difference(scorer, fast, Xs), compiled_same=same_decisions(scorer, fast, Xs))
     out["peak_mb"] = peak_mb()
@@ -183,7 +183,7 @@ def floor(spec_path: str, customers: str, work: Path) -> dict[str, Any]:
 
 def batch(spec_path: str, customers: str, work: Path, compiled: bool, budget_share: float | None) -> dict[str, Any]:
     """run_batch on the file; budget = share of the unconstrained expected cost (known from a previous run)."""
-    from serving.batch import run_batch
+    from offerlift.serving.batch import run_batch
 
     scorer, compile_s = load_scorer(spec_path, compiled, work)
     budget = None
@@ -247,7 +247,7 @@ def report(r: dict[str, Any], args: argparse.Namespace, started: str, load: tupl
         f"- versions: {versions()}",
         f"- model: T-learner, default LightGBM parameters (31 leaves) with {args.trees} trees, trained on "
         f"{args.model_units:,} simulated units; {fl['boosters']} boosters (3 outcomes x {k} arms)",
-        f"- customers: simulated (`serving.batch.write_customer_file`), {k} arms incl. no offer; "
+        f"- customers: simulated (`offerlift.simworld.customers.write_customer_file`), {k} arms incl. no offer; "
         "OMP_NUM_THREADS=2, OMP_WAIT_POLICY=PASSIVE",
         "- every row below is its own process; memory is that process's peak RSS (VmHWM)",
         "",
@@ -338,7 +338,7 @@ def main() -> None:
     r["floor"] = child("floor", spec, cust)
     r["plain"] = child("batch", spec, cust, "plain", "none")
     r["memory"].append({"label": "run_batch", **r["plain"]})
-    from serving.compiled import available
+    from offerlift.models.compiled import available
 
     mode = "plain" if args.memory_plain or not available() else "compiled"
     if available():

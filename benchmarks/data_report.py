@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _env import environment_md
 
-from features.datasets import DATASETS, load_dataset
+from offerlift.datasets import DATASETS, load_dataset
 
 OUT = Path(__file__).resolve().parent / "results" / "data.md"
 

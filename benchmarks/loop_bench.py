@@ -31,11 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _env import environment_md
 
-from features.eligibility import reachable_arms
-from features.simworld import SimWorld, make_experiment
+from offerlift.features.eligibility import reachable_arms
 from offerlift.loop import LoopConfig, RoundHook, run_loop
-from training.evaluate import greedy_arms
-from training.train import TrainConfig
+from offerlift.simworld.world import SimWorld, make_experiment
+from offerlift.training.evaluate import greedy_arms
+from offerlift.training.train import TrainConfig
 
 OUT = Path(__file__).resolve().parent / "results"
 log = logging.getLogger("loop_bench")
@@ -46,7 +46,7 @@ def ceiling_hook(size: int, seed: int = 7, sample: int = 30_000) -> RoundHook:
     round's customers (they come in a random order), with the oracle's value on the same customers."""
     import lightgbm as lgb
 
-    from training.learners_base import FeatureEncoder
+    from offerlift.training.learners_base import FeatureEncoder
 
     t0 = time.perf_counter()
     exp = make_experiment(size, seed=seed)

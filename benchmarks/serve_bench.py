@@ -48,13 +48,13 @@ import pandas as pd
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from features.registry import CHAMPION, MODEL_NAME, activate, resolve_tracking_uri, set_alias  # noqa: E402
-from features.scoring import FORMAT, ArmScorer, FeatureSpec, stack_arms  # noqa: E402
-from features.simworld_config import load_world_spec  # noqa: E402
-from features.store import OnlineStore  # noqa: E402
-from serving.cli_serve import command, environment  # noqa: E402
-from serving.decider import Decider  # noqa: E402
-from serving.settings import load_settings  # noqa: E402
+from offerlift.features.store import OnlineStore  # noqa: E402
+from offerlift.models.registry import CHAMPION, MODEL_NAME, activate, resolve_tracking_uri, set_alias  # noqa: E402
+from offerlift.models.scoring import FORMAT, ArmScorer, FeatureSpec, stack_arms  # noqa: E402
+from offerlift.serving.cli_serve import command, environment  # noqa: E402
+from offerlift.serving.decider import Decider  # noqa: E402
+from offerlift.serving.settings import load_settings  # noqa: E402
+from offerlift.simworld.config import load_world_spec  # noqa: E402
 
 KEY = "bench-key-0123456789"
 N_CUSTOMERS = 20_000
@@ -120,7 +120,7 @@ def register(spec: dict[str, Any], root: Path) -> str:
     """Log the spec in a temporary MLflow store, make it the champion; returns the tracking URI."""
     import mlflow
 
-    from features.model_io import log_scorer_model
+    from offerlift.models.model_io import log_scorer_model
 
     reg = resolve_tracking_uri(root=root / "mlruns")
     activate(reg)

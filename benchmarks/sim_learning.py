@@ -4,9 +4,9 @@ Run: ``.venv/bin/python benchmarks/sim_learning.py [--sizes 10000,50000] [--seed
 writes benchmarks/results/sim_learning.md (and .json, which later runs extend: a (config, size, seed) already
 measured is not fitted again unless ``--fresh``).
 
-Every model is fitted with `training.train.fit_spec` on a uniformly randomized experiment of the default world
-(``make_experiment(size, seed)``), scored with the exported spec (`features.scoring.ArmScorer`) on FRESH customers
-(another world, ``--eval-customers`` customers, seed ``--eval-seed``), and its greedy policy (largest positive
+Every model is fitted with `offerlift.training.train.fit_spec` on a uniformly randomized experiment of the default world
+(``make_experiment(size, seed)``), scored with the exported spec (`offerlift.models.scoring.ArmScorer`) on FRESH
+customers (another world, ``--eval-customers`` customers, seed ``--eval-seed``), and its greedy policy (largest positive
 predicted incremental profit among the arms each customer can receive) is valued exactly with the world's truth at
 time 0. References on the same customers: the oracle, the best single arm, and a feature ceiling (LightGBM fitted on
 the noise-free true incremental profit of a ``--ceiling-size`` training world: what the visible features allow).
@@ -30,11 +30,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._env import environment_md
-from features.experiment import Experiment
-from features.scoring import ArmScorer
-from features.simworld import make_experiment
-from training.evaluate import allowed_mask, greedy_arms
-from training.train import TrainConfig, fit_spec
+from offerlift.features.experiment import Experiment
+from offerlift.models.scoring import ArmScorer
+from offerlift.simworld.world import make_experiment
+from offerlift.training.evaluate import allowed_mask, greedy_arms
+from offerlift.training.train import TrainConfig, fit_spec
 
 RESULTS = Path(__file__).resolve().parent / "results"
 log = logging.getLogger("sim_learning")
@@ -104,7 +104,7 @@ def feature_ceiling(size: int, seed: int, ev: dict[str, Any]) -> float:
     """Value of a policy from LightGBM fitted on the noise-free true incremental profit (one model per arm)."""
     import lightgbm as lgb
 
-    from training.learners_base import FeatureEncoder
+    from offerlift.training.learners_base import FeatureEncoder
 
     exp: Experiment = make_experiment(size, seed=seed)
     world = exp.meta["world"]

@@ -23,7 +23,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from features.simworld import SimWorld
+from offerlift.simworld.world import SimWorld
 
 RESULTS = Path(__file__).resolve().parent / "results" / "simworld.md"
 
@@ -110,7 +110,7 @@ def report(r: dict[str, object]) -> str:
         f"- date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- machine: {cpu_model()}, {os.cpu_count()} cores (shared), {platform.system()} {platform.release()}",
         f"- versions: Python {platform.python_version()}, numpy {np.__version__}, pandas {pd.__version__}",
-        f"- world: default spec (features/simworld.yaml), {r['n']:,} customers x {r['n_arms']} arms (control incl.)",
+        f"- world: default spec (simworld/default.yaml), {r['n']:,} customers x {r['n_arms']} arms (control incl.)",
         "- times: best of the repeats, wall clock; floor = `rng.standard_normal((n, 20))` (float64) in the same run",
         "",
         "| step | seconds | ratio to floor |",
@@ -147,7 +147,7 @@ def main() -> None:
     parser.add_argument("--play", type=int, default=100_000)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    logging.getLogger("features.simworld").setLevel(logging.ERROR)  # the random decisions break consent rules
+    logging.getLogger("offerlift.simworld.world").setLevel(logging.ERROR)  # the random decisions break consent rules
     text = report(run(args.customers, args.repeats, args.play))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)

@@ -8,9 +8,9 @@ Run (heavy: under the shared lock):
       the work folder.
   ``flock /tmp/heavy.lock .venv/bin/python benchmarks/train_scale.py run [--rows 1000000,10000000]
   [--construct matrix,sequence] [--merge]``
-      for every size and construct mode: `training.train_large.fit_large_spec` (3 outcomes, default parameters:
-      200 trees x 31 leaves); at the first size also the floor (plain `lightgbm.train` of the 3 boosters on the
-      encoded float64 matrix in memory, one Dataset each, as `fit_spec` does) and `fit_dask_spec` on a
+      for every size and construct mode: `offerlift.training.train_large.fit_large_spec` (3 outcomes, default
+      parameters: 200 trees x 31 leaves); at the first size also the floor (plain `lightgbm.train` of the 3 boosters
+      on the encoded float64 matrix in memory, one Dataset each, as `fit_spec` does) and `fit_dask_spec` on a
       LocalCluster; writes the "Training on large data" section of benchmarks/results/batch.md (hand-written
       notes in that section are replaced: pass them with --note or add them again).
 
@@ -55,7 +55,7 @@ WORK = Path(os.environ.get("BENCH_WORK", "/tmp/offerlift-batch-bench"))
 def _setup(path: str) -> tuple[Any, list[str]]:
     import pyarrow.parquet as pq
 
-    from features.simworld_config import load_world_spec
+    from offerlift.simworld.config import load_world_spec
 
     names = pq.read_schema(path).names
     return load_world_spec()[0], [c for c in names if c not in ("arm", *OUTCOMES)]
@@ -65,8 +65,8 @@ def _pandas_matrix(path: str, catalog: Any, features: list[str]) -> tuple[np.nda
     """The in-memory way: the whole file as a pandas frame, FeatureSpec.encode, arm features appended (float64)."""
     import pyarrow.parquet as pq
 
-    from features.scoring import FeatureSpec
-    from training.train_large import s_arm_table
+    from offerlift.models.scoring import FeatureSpec
+    from offerlift.training.train_large import s_arm_table
 
     frame = pq.read_table(path).to_pandas()
     spec = FeatureSpec.from_frame(frame[features])
@@ -82,7 +82,7 @@ def floor(path: str) -> dict[str, Any]:
     """Plain lightgbm.train of the 3 boosters on the float64 matrix in memory (one Dataset per outcome)."""
     import lightgbm as lgb
 
-    from training.learners_base import lgb_params
+    from offerlift.training.learners_base import lgb_params
 
     catalog, features = _setup(path)
     t0 = time.perf_counter()
@@ -98,7 +98,7 @@ def floor(path: str) -> dict[str, Any]:
 
 def large(path: str, dtype: str, construct: str = "matrix") -> dict[str, Any]:
     """fit_large_spec, 3 outcomes, default parameters."""
-    from training.train_large import fit_large_spec
+    from offerlift.training.train_large import fit_large_spec
 
     catalog, features = _setup(path)
     t0 = time.perf_counter()
@@ -118,7 +118,7 @@ def dask_fit(path: str, outcomes: list[str], trees: int) -> dict[str, Any]:
     import dask.dataframe as dd
     from distributed import Client, LocalCluster
 
-    from training.train_dask import fit_dask_spec
+    from offerlift.training.train_dask import fit_dask_spec
 
     catalog, features = _setup(path)
     cluster = LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address="127.0.0.1:0")
@@ -143,8 +143,8 @@ def variants(path: str, trees: int) -> dict[str, Any]:
     import lightgbm as lgb
     import pyarrow.parquet as pq
 
-    from training.learners_base import lgb_params
-    from training.train_large import build_matrix, s_arm_table, scan_feature_spec
+    from offerlift.training.learners_base import lgb_params
+    from offerlift.training.train_large import build_matrix, s_arm_table, scan_feature_spec
 
     catalog, features = _setup(path)
     out: dict[str, Any] = {"rows": _rows(path), "trees": trees}
@@ -189,8 +189,8 @@ def wait_policy(path: str, trees: int) -> dict[str, Any]:
     """Train time of one outcome at `trees` trees from the float32 matrix (under the caller's OMP settings)."""
     import lightgbm as lgb
 
-    from training.learners_base import lgb_params
-    from training.train_large import build_matrix, s_arm_table, scan_feature_spec
+    from offerlift.training.learners_base import lgb_params
+    from offerlift.training.train_large import build_matrix, s_arm_table, scan_feature_spec
 
     catalog, features = _setup(path)
     files = [Path(path)]
@@ -205,7 +205,7 @@ def wait_policy(path: str, trees: int) -> dict[str, Any]:
 
 def simulate(block: int) -> dict[str, Any]:
     """Seconds to simulate one block of training units."""
-    from features.simworld_experiment import make_experiment
+    from offerlift.simworld.experiment import make_experiment
 
     t0 = time.perf_counter()
     exp = make_experiment(block, seed=100)

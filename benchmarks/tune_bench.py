@@ -6,7 +6,8 @@ Writes ``benchmarks/results/tune.md``.
 Protocol (so that the tuned configuration is judged on data the tuning never saw):
 1. Outer split: the customers of each data set are split at random in two halves (``customer_folds``, seed
    ``OUTER_SEED``): the tuning half A and the evaluation half B. A customer's units are all in one half.
-2. `training.tune.tune` runs on A only: 3 inner folds (grouped by customer), objective = IPS incremental profit
+2. `offerlift.training.tune.tune` runs on A only: 3 inner folds (grouped by customer), objective = IPS incremental
+profit
    per unit of the greedy policy vs no offer on the inner held-out folds, MedianPruner on the fold values,
    seeded TPE; the first trial is the default configuration (T-learner, the learners' LightGBM defaults),
    then one trial of each other learner (parameters drawn at random).
@@ -40,7 +41,7 @@ N_BOOT = 1000
 BASE_PARAMS = {"num_threads": 1}
 #: Tuning budget per data set: trials and seconds (whichever ends first; a running trial finishes).
 BUDGET = {"hillstrom": (20, 210.0), "starbucks": (15, 300.0)}
-#: Narrower than training.tune.SPACE on the number of trees, to bound a trial's time.
+#: Narrower than offerlift.training.tune.SPACE on the number of trees, to bound a trial's time.
 SPACE = {"num_iterations": (50, 300, True, True)}
 
 log = logging.getLogger("tune_bench")
@@ -50,8 +51,8 @@ def outer_split(exp: Any, seed: int) -> tuple[Any, Any]:
     """Two halves of the experiment, grouped by customer: (tuning half, evaluation half)."""
     import numpy as np
 
-    from training.evaluate import customer_folds
-    from training.tune import subset_experiment
+    from offerlift.training.evaluate import customer_folds
+    from offerlift.training.tune import subset_experiment
 
     half = customer_folds(exp.units()["customer_id"].to_numpy(), 2, seed)
     return subset_experiment(exp, np.flatnonzero(half == 0)), subset_experiment(exp, np.flatnonzero(half == 1))
@@ -61,9 +62,9 @@ def decide(train: Any, test: Any, config: Any) -> tuple[Any, float, float]:
     """Fit `config` on all of `train`, choose the greedy arm for every unit of `test`: (arms, fit s, predict s)."""
     import numpy as np
 
-    from features.scoring import ArmScorer
-    from training.evaluate import allowed_mask, greedy_arms
-    from training.train import fit_spec
+    from offerlift.models.scoring import ArmScorer
+    from offerlift.training.evaluate import allowed_mask, greedy_arms
+    from offerlift.training.train import fit_spec
 
     units = train.units()
     t0 = time.perf_counter()
@@ -87,9 +88,9 @@ def judge(test: Any, policies: dict[str, Any]) -> dict[str, Any]:
     """IPS value on `test` of each policy vs no offer and the best arm, and the paired tuned-minus-default gain."""
     import numpy as np
 
-    from training.evaluate import allowed_mask, realized_profit
-    from training.policy_value import bootstrap_means, compare_policies
-    from training.train import outcome_plan
+    from offerlift.training.evaluate import allowed_mask, realized_profit
+    from offerlift.training.policy_value import bootstrap_means, compare_policies
+    from offerlift.training.train import outcome_plan
 
     units = test.units()
     _, value = outcome_plan(test)
@@ -117,9 +118,9 @@ def judge(test: Any, policies: dict[str, Any]) -> dict[str, Any]:
 
 def run_task(name: str, n_trials: int, timeout: float, storage_dir: Path) -> dict[str, Any]:
     """Load, split, tune on A, judge default and tuned on B."""
-    from features.datasets import load_dataset
-    from training.train import TrainConfig
-    from training.tune import tune
+    from offerlift.datasets import load_dataset
+    from offerlift.training.train import TrainConfig
+    from offerlift.training.tune import tune
 
     exp = load_dataset(name)
     tune_half, eval_half = outer_split(exp, OUTER_SEED)
@@ -235,9 +236,9 @@ def write_md(results: list[dict[str, Any]], path: Path, started: float, load: tu
         "",
         head[2].strip() if len(head) > 2 else "",
         "",
-        "Search space: learner in s, t, x, dr; LightGBM parameters of `training.tune.SPACE` with num_iterations in "
-        f"{SPACE['num_iterations'][:2]}; LightGBM on one thread. Fit and predict seconds: fit on the tuning half, "
-        "predict on the evaluation half.",
+        "Search space: learner in s, t, x, dr; LightGBM parameters of `offerlift.training.tune.SPACE` with "
+        f"num_iterations in {SPACE['num_iterations'][:2]}; LightGBM on one thread. Fit and predict seconds: fit on "
+        "the tuning half, predict on the evaluation half.",
         "",
     ]
     for r in results:
@@ -255,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "tune.md")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("training").setLevel(logging.WARNING)
+    logging.getLogger("offerlift.training").setLevel(logging.WARNING)
     started, load = time.perf_counter(), os.getloadavg()
     results = []
     with tempfile.TemporaryDirectory(prefix="offerlift-tune-bench-") as tmp:

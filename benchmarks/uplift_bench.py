@@ -5,13 +5,13 @@ virtualenv from ``benchmarks/requirements-peers.txt`` plus ``pip install --no-de
 Writes ``benchmarks/results/uplift.md`` and ``uplift.json``. See ``benchmarks/README.md`` for the options.
 
 Protocol: the same LightGBM settings (:data:`LGB`) and thread count for every method, the same folds
-(``training.evaluate.customer_folds``: grouped by customer, seeded) and seeds; every score comes from held-out
+(``offerlift.training.evaluate.customer_folds``: grouped by customer, seeded) and seeds; every score comes from held-out
 folds. Each (task, method) runs in its own worker process (``uplift_bench_peers.py``), which reports fit and
 predict time (CPU time of the process and wall time) and the peak RSS above the fold's starting RSS.
-Ranking: Qini AUC and uplift@30% (scikit-uplift definitions, ``training.metrics``) per fold, mean and sd over
+Ranking: Qini AUC and uplift@30% (scikit-uplift definitions, ``offerlift.training.metrics``) per fold, mean and sd over
 folds. Policy value: the greedy policy (best arm by predicted uplift, no offer when none is positive) on the
 pooled held-out predictions, valued by IPS with the known propensities, against no offer and the best single
-arm, with paired percentile-bootstrap CIs (``training.policy_value``).
+arm, with paired percentile-bootstrap CIs (``offerlift.training.policy_value``).
 """
 
 from __future__ import annotations
@@ -138,8 +138,8 @@ def pair_propensity(arm: np.ndarray, prop: np.ndarray, stratum: np.ndarray, n_ar
 
 def hillstrom_tasks(n_folds: int, seed: int) -> list[Task]:
     """Women's and men's e-mail vs none on visit and conversion; all three arms on spend."""
-    from features.datasets import load_dataset
-    from training.evaluate import customer_folds, realized_profit
+    from offerlift.datasets import load_dataset
+    from offerlift.training.evaluate import customer_folds, realized_profit
 
     exp = load_dataset("hillstrom")
     units = exp.units()
@@ -205,8 +205,8 @@ def hillstrom_tasks(n_folds: int, seed: int) -> list[Task]:
 
 def starbucks_task(n_folds: int, seed: int) -> Task:
     """Starbucks, 11 arms, profit = margin x spend - reward paid - contact cost; folds grouped by member."""
-    from features.datasets import load_dataset
-    from training.evaluate import customer_folds, realized_profit
+    from offerlift.datasets import load_dataset
+    from offerlift.training.evaluate import customer_folds, realized_profit
 
     exp = load_dataset("starbucks")
     units = exp.units()
@@ -301,7 +301,7 @@ def family(method: str) -> str:
 def fold_ranking(task: Task, up: np.ndarray) -> tuple[list[float], list[float]]:
     """Per fold, the mean over treatment arms of Qini AUC (on ``qini_y``) and uplift@30% (on the modelled
     outcome for binary tasks, on the reward otherwise), each arm against control."""
-    from training.metrics import qini_auc_score, uplift_at_k
+    from offerlift.training.metrics import qini_auc_score, uplift_at_k
 
     u_y = task.y if task.outcome == "binary" else task.reward
     qini, u30 = [], []
@@ -319,7 +319,7 @@ def fold_ranking(task: Task, up: np.ndarray) -> tuple[list[float], list[float]]:
 
 def greedy(up: np.ndarray) -> np.ndarray:
     """Arm code per row: the arm with the largest positive predicted uplift, 0 (control) when none is."""
-    from training.evaluate import greedy_arms
+    from offerlift.training.evaluate import greedy_arms
 
     return greedy_arms(np.column_stack([np.zeros(len(up)), up]))
 
@@ -335,7 +335,7 @@ def t_interval(diffs: list[float], level: float = 0.95) -> tuple[float, float, f
 
 def score_task(task: Task, res: dict[str, dict[str, Any]], n_boot: int, seed: int) -> dict[str, Any]:
     """Ranking, policy value, time and memory of every method of a task, and ours-vs-peers comparisons."""
-    from training.policy_value import bootstrap_means, compare_policies
+    from offerlift.training.policy_value import bootstrap_means, compare_policies
 
     ok = {m: r for m, r in res.items() if "uplift" in r and np.isfinite(r["uplift"]).all()}
     labels = np.asarray(task.arms, dtype=object)
@@ -533,8 +533,8 @@ def write_results(out: Path, tasks: list[Task], scored: dict, info: dict, settin
         "- versions: " + ", ".join(f"{k} {x}" for k, x in v.items()),
         f"- LightGBM settings of every model of every method: {json.dumps(settings['lgb'])}, "
         f"{settings['threads']} thread(s) per model (OMP_NUM_THREADS too), {settings['jobs']} worker(s) at once",
-        f"- {settings['folds']}-fold CV (`training.evaluate.customer_folds`, seed {settings['seed']}, grouped by "
-        f"customer), LightGBM seed {settings['seed']}, {settings['n_boot']} bootstrap resamples (seed "
+        f"- {settings['folds']}-fold CV (`offerlift.training.evaluate.customer_folds`, seed {settings['seed']}, "
+        f"grouped by customer), LightGBM seed {settings['seed']}, {settings['n_boot']} bootstrap resamples (seed "
         f"{settings['seed']})",
         "- times: CPU seconds of the worker process (1 thread: equal to wall time on an idle core; wall times, "
         "inflated by the other users of the machine, are in uplift.json); peak memory: the worker's peak RSS "

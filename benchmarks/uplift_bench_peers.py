@@ -71,7 +71,7 @@ def _ours(name: str, components: bool = False, **extra: Any) -> FitFn:
     """offerlift's learner ``name``; with ``components``, one learner per outcome component (profit pipeline)."""
 
     def fit(d: dict[str, Any], task: dict[str, Any]) -> Predictor:
-        from training.learners import make_learner
+        from offerlift.training.learners import make_learner
 
         arms = task["arms"]
         labels = np.asarray(arms, dtype=object)[d["arm"]]
@@ -98,8 +98,8 @@ def pair_fixed_dr() -> type:
     """offerlift's DRLearner with the fix proposed for training/learners.py: on the pair rows ({control, a}) the
     AIPW pseudo-outcome must use the propensity within the pair, ``e_own / (e_a + e_0)``, not the row's
     propensity among all arms (which inflates the correction terms by ``1 / (e_a + e_0)``, 3x on Starbucks)."""
-    from training.learners import DRLearner, aipw_pseudo_outcome, stratified_folds
-    from training.learners_base import arm_shares, effect_params, make_dataset, subset, train
+    from offerlift.training.learners import DRLearner, aipw_pseudo_outcome, stratified_folds
+    from offerlift.training.learners_base import arm_shares, effect_params, make_dataset, subset, train
 
     class PairFixedDR(DRLearner):
         def _fit(self, X: np.ndarray, codes: np.ndarray, y: np.ndarray, prop: np.ndarray | None) -> None:
@@ -216,7 +216,7 @@ METHODS: dict[str, FitFn] = {
 
 
 IMPORTS = {
-    "ours": ["training.learners", "lightgbm"],
+    "ours": ["offerlift.training.learners", "lightgbm"],
     "causalml": ["causalml.inference.meta", "lightgbm"],
     "sklift": ["sklift.models", "lightgbm"],
 }

@@ -1,4 +1,4 @@
-"""offerlift.features: schema, catalog, data loaders and point-in-time feature builders.
+"""offerlift.features: schema, catalog, data loaders, point-in-time feature builders and the online feature store.
 
-This package imports nothing else of the project; `training/` and `serving/` build on it.
+This package imports nothing else of the project; every other package builds on it.
 """

@@ -48,9 +48,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from features.catalog import Catalog
-from features.errors import ConfigError, DataError, NotFittedError, SchemaError
-from features.segments import canonical
+from offerlift.features.catalog import Catalog
+from offerlift.features.errors import ConfigError, DataError, NotFittedError, SchemaError
+from offerlift.features.segments import canonical
 
 log = logging.getLogger(__name__)
 

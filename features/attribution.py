@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.errors import SchemaError
+from offerlift.features.errors import SchemaError
 
 DECISION_COLUMNS = ("decision_id", "customer_id", "ts")
 EVENT_COLUMNS = ("event_id", "customer_id", "ts", "visit", "buy", "spend", "redeem")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.errors import DataError
+from offerlift.features.errors import DataError
 
 MISSING = "<missing>"
 

@@ -30,7 +30,8 @@ Everything is vectorized: events are sorted once by (customer, time) and every u
 Event kinds (:data:`EVENT_KINDS`): the four the features read (:data:`FEATURE_KINDS`: transaction,
 offer_received, offer_viewed, offer_completed) and the activity kinds :data:`ACTIVITY_KINDS` (``app_open``: the
 customer is active in the app; ``signup``: the account was created), which the real-time triggers read
-(`serving.triggers`) and every feature ignores. Activity events carry ``amount`` 0.0, ``reward`` 0.0 and no offer.
+(`offerlift.serving.triggers`) and every feature ignores. Activity events carry ``amount`` 0.0, ``reward`` 0.0 and no
+offer.
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from features.errors import SchemaError
-from features.schema import timed_table
+from offerlift.features.errors import SchemaError
+from offerlift.features.schema import timed_table
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.catalog import Catalog
-from features.errors import DataError, SchemaError
-from features.experiment import Experiment
-from features.tables import (
+from offerlift.features.catalog import Catalog
+from offerlift.features.errors import DataError, SchemaError
+from offerlift.features.experiment import Experiment
+from offerlift.features.tables import (
     as_model_features,
     read_table,
     require_columns,

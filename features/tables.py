@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.errors import DataError, SchemaError
+from offerlift.features.errors import DataError, SchemaError
 
 
 def read_table(path: str | Path) -> pd.DataFrame:

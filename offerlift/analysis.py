@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from features.errors import ConfigError
+from offerlift.features.errors import ConfigError
 
 if TYPE_CHECKING:
     from offerlift.modeling import Trained
@@ -20,8 +20,8 @@ log = logging.getLogger(__name__)
 
 def _value_of(result: Trained) -> tuple[pd.DataFrame, np.ndarray]:
     from offerlift.plots import _held
-    from training.evaluate import realized_profit
-    from training.train import outcome_plan
+    from offerlift.training.evaluate import realized_profit
+    from offerlift.training.train import outcome_plan
 
     _held(result)
     exp = result.experiment
@@ -33,7 +33,7 @@ def recommendations(result: Trained) -> pd.DataFrame:
 
     >>> recommendations(res)["recommended_arm"].value_counts()     # doctest: +SKIP
     """
-    from training.evaluate import greedy_arms
+    from offerlift.training.evaluate import greedy_arms
 
     units, _ = _value_of(result)
     held, arm_ids = result.held_out, result.experiment.catalog.arm_ids
@@ -50,10 +50,10 @@ def policy_table(result: Trained, estimator: str = "ips", every_arm: bool = True
     """Held-out value of the learned policy and of sending everyone the same arm, per unit, with 95% CIs.
 
     Rows: ``model`` and ``always:<arm>`` for every arm (``every_arm``) or just no offer and the best arm. Columns
-    as `training.policy_value.compare_policies` (vs_control, vs_best_arm and their paired bootstrap CIs).
+    as `offerlift.training.policy_value.compare_policies` (vs_control, vs_best_arm and their paired bootstrap CIs).
     """
-    from training.evaluate import greedy_arms
-    from training.policy_value import compare_policies
+    from offerlift.training.evaluate import greedy_arms
+    from offerlift.training.policy_value import compare_policies
 
     units, reward = _value_of(result)
     held, cat = result.held_out, result.experiment.catalog
@@ -156,17 +156,17 @@ def best_offer_by_segment(result: Trained, by: str, bins: int = 4) -> pd.DataFra
 
 
 def _budget_inputs(result: Trained) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from features.scoring import ArmScorer
+    from offerlift.models.scoring import ArmScorer
     from offerlift.plots import _held
-    from serving.decider import expected_cost
+    from offerlift.serving.decider import expected_cost
 
     held = _held(result)
     return held.incr, expected_cost(ArmScorer(result.spec), held.preds), held.allowed
 
 
 def _breakpoints(result: Trained) -> tuple[Any, Any]:
-    from serving.budget import chunk_breakpoints
-    from serving.policy import PolicyConfig
+    from offerlift.serving.budget import chunk_breakpoints
+    from offerlift.serving.policy import PolicyConfig
 
     incr, cost, allowed = _budget_inputs(result)
     n = len(incr)
@@ -175,16 +175,16 @@ def _breakpoints(result: Trained) -> tuple[Any, Any]:
 
 def budget_curve(result: Trained) -> pd.DataFrame:
     """Expected incremental profit against expected spend (coupon + contact cost) of the held-out units as the
-    budget shrinks (`serving.budget.spend_curve`): columns price, spend, incremental_profit (totals)."""
-    from serving.budget import spend_curve
+    budget shrinks (`offerlift.serving.budget.spend_curve`): columns price, spend, incremental_profit (totals)."""
+    from offerlift.serving.budget import spend_curve
 
     bp, base = _breakpoints(result)
     return spend_curve(base, bp.histogram)
 
 
 def allocate_budget(result: Trained, budget: float) -> Any:
-    """The Lagrangian allocation of a total `budget` over the held-out units (`serving.budget.Allocation`)."""
-    from serving.budget import PriceSolver
+    """The Lagrangian allocation of a total `budget` over the held-out units (`offerlift.serving.budget.Allocation`)."""
+    from offerlift.serving.budget import PriceSolver
 
     bp, base = _breakpoints(result)
     return PriceSolver(base, bp.histogram, bp.window).solve(budget)

@@ -25,9 +25,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.datasets import DATASETS, load_dataset
-from features.errors import ConfigError, DataNotFoundError
-from features.experiment import Experiment
 from offerlift.analysis import (  # noqa: F401  (re-exported: ol.policy_table etc.)
     allocate_budget,
     best_offer_by_segment,
@@ -37,6 +34,9 @@ from offerlift.analysis import (  # noqa: F401  (re-exported: ol.policy_table et
     uplift_by_arm,
 )
 from offerlift.campaigns import Campaign, ab_report, ab_table, simulate_campaign  # noqa: F401  (re-exported)
+from offerlift.datasets import DATASETS, load_dataset
+from offerlift.features.errors import ConfigError, DataNotFoundError
+from offerlift.features.experiment import Experiment
 from offerlift.modeling import Trained, compare_learners, register, train  # noqa: F401  (re-exported)
 from offerlift.plots import (  # noqa: F401  (re-exported: ol.plot_qini etc.)
     plot_ab_lift,
@@ -86,7 +86,7 @@ def show_progress(level: int | str = "INFO") -> None:
     """Print the log messages of offerlift (what runs, where results went) to stderr, e.g. in a notebook."""
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
-    for name in ("offerlift", "features", "training", "serving"):
+    for name in ("offerlift",):
         logger = logging.getLogger(name)
         logger.handlers = [h for h in logger.handlers if not getattr(h, "_offerlift", False)]
         handler._offerlift = True  # type: ignore[attr-defined]
@@ -104,7 +104,7 @@ def setup_notebook(small: bool | None = None, outputs: str | Path | None = None)
     >>> cfg.small, cfg.rows          # doctest: +SKIP
     (True, 8000)
     """
-    from features.registry import REPO_ROOT
+    from offerlift.models.registry import REPO_ROOT
     from offerlift.plots import enable_inline
 
     show_progress()
@@ -153,7 +153,7 @@ def sample(experiment: Experiment, n: int | None, seed: int = 0) -> Experiment:
 
     >>> small = sample(load("starbucks"), 20_000)   # doctest: +SKIP
     """
-    from training.tune import subset_experiment
+    from offerlift.training.tune import subset_experiment
 
     units = experiment.assignments
     if n is None or n >= len(units):
@@ -202,7 +202,7 @@ def load_experiment_file(
     features: list[str] | None = None,
 ) -> Experiment:
     """A randomized experiment from a CSV or Parquet file (one row per unit)."""
-    from features.byo import load_experiment_file as _load
+    from offerlift.features.byo import load_experiment_file as _load
 
     return _load(path, treatment=treatment, control=control, outcome=outcome, value=value, cost=cost, features=features)
 
@@ -263,7 +263,7 @@ def loop_table(result: dict[str, Any]) -> pd.DataFrame:
 
 def _loop_train_config(learner: str, seed: int, params: dict[str, Any] | None) -> Any:
     """The S-learner uses the configuration measured best on the simulated world; others their defaults."""
-    from training.train import TrainConfig
+    from offerlift.training.train import TrainConfig
 
     if learner == "s":
         overrides: dict[str, Any] = {"n_folds": 0, "seed": seed}

@@ -1,7 +1,7 @@
 """Marketing automation from the command line: segments, coupon abuse, early warning and triggers.
 
 Each ``run_*`` function is one ``offerlift`` sub-command (``offerlift segments|abuse|monitor|triggers``) and returns
-a JSON-ready dict. Without an events file every command runs on the simulated world (features/simworld.yaml, its
+a JSON-ready dict. Without an events file every command runs on the simulated world (simworld/default.yaml, its
 pre-period events, ``n_customers`` and ``seed``); with one, ``customers`` (a table with customer_id and the
 attribute columns) is required. Tables are read and written as .parquet or .csv by suffix.
 """
@@ -18,19 +18,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features import abuse as abuse_mod
-from features import segments as seg_mod
-from features.catalog import Catalog
-from features.errors import ConfigError, DataError
-from features.simworld import SimWorld
-from features.simworld_config import load_world_spec
-from serving import monitor as mon_mod
-from serving import triggers as trig_mod
-from serving.store_columns import merge_columns
+from offerlift.features import abuse as abuse_mod
+from offerlift.features import segments as seg_mod
+from offerlift.features.catalog import Catalog
+from offerlift.features.errors import ConfigError, DataError
+from offerlift.serving import monitor as mon_mod
+from offerlift.serving import triggers as trig_mod
+from offerlift.serving.store_columns import merge_columns
+from offerlift.simworld.config import load_world_spec
+from offerlift.simworld.world import SimWorld
 
 log = logging.getLogger(__name__)
 
-SEGMENT_STORE_SKIP = ("recency_hours", "frequency", "monetary", "lifecycle")  # the store has them from features.build
+SEGMENT_STORE_SKIP = (
+    "recency_hours",
+    "frequency",
+    "monetary",
+    "lifecycle",
+)  # the store has them from offerlift.features.build
 
 
 @dataclass(frozen=True)
@@ -206,7 +211,7 @@ def run_monitor(
 ) -> dict[str, Any]:
     """Replay the hourly metrics through the early-warning monitor (campaigns are logged, not served: a dry run).
 
-    `config` is a YAML file with ``detector:`` and ``campaigns:`` (see `serving.monitor.load_monitor_config`);
+    `config` is a YAML file with ``detector:`` and ``campaigns:`` (see `offerlift.serving.monitor.load_monitor_config`);
     every alert, recovery, start and stop goes to `log_path` (JSON lines) and into the result.
     """
     inp = load_inputs(events, customers, n_customers, seed)
@@ -272,8 +277,8 @@ def run_triggers(
         stream = pd.concat([demo, trig_mod.signup_events(inp.customers, -24.0 * 7, 0.0)], ignore_index=True)
     closer = None
     if decide == "service":
-        from serving.decider import Decider
-        from serving.settings import load_settings
+        from offerlift.serving.decider import Decider
+        from offerlift.serving.settings import load_settings
 
         decider = Decider(load_settings(service_config))
         decider.load_champion()

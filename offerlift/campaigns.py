@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.errors import ConfigError
+from offerlift.features.errors import ConfigError
 from offerlift.score import as_scorer
 
 log = logging.getLogger(__name__)
@@ -35,10 +35,10 @@ def simulate_campaign(
 ) -> Campaign:
     """One campaign on the simulated world: a holdout gets nothing, the others a random reachable arm, or the
     model's best arm when `model` (a result of `train` on ``load("simulated")`` or a model URI) is given."""
-    from features.build import build_features, latest_features
-    from features.simworld import SimWorld
-    from serving.policy import holdout_unit
-    from training.evaluate import greedy_arms
+    from offerlift.features.build import build_features, latest_features
+    from offerlift.serving.policy import holdout_unit
+    from offerlift.simworld.world import SimWorld
+    from offerlift.training.evaluate import greedy_arms
 
     world = SimWorld.default(n_customers=customers, seed=seed)
     ids = world.customers["customer_id"].astype(str).to_numpy()
@@ -86,13 +86,13 @@ def ab_report(
     name: str | None = None,
     out: str | Path | None = None,
 ) -> dict[str, Any]:
-    """The A/B report (`training.ab_report`): lift of the treated over the holdout with CIs, per arm, CUPED on
+    """The A/B report (`offerlift.training.ab_report`): lift of the treated over the holdout with CIs, per arm, CUPED on
     `covariate`, sample-ratio check. Written as JSON and HTML under `out` when given.
 
     >>> report = ab_report(simulate_campaign(5000))   # doctest: +SKIP
     """
-    from training.ab_report import ab_report as _ab_report
-    from training.ab_report import write_report
+    from offerlift.training.ab_report import ab_report as _ab_report
+    from offerlift.training.ab_report import write_report
 
     if isinstance(data, Campaign):
         table, catalog, holdout, name = data.table, data.catalog, data.holdout, name or data.name

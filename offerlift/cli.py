@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from features.errors import OfferliftError
+from offerlift.features.errors import OfferliftError
 
 app = typer.Typer(help="offerlift: uplift models and decisions for coupon and offer marketing.", no_args_is_help=True)
 data_app = typer.Typer(help="Load and inspect data sets.", no_args_is_help=True)
@@ -195,8 +195,8 @@ def score_cmd(
     out: Annotated[Path, typer.Option(help="Output CSV: uplift_<arm> per treatment arm and recommended_arm.")],
 ) -> None:
     """Score a file with a registered model, one output row per input row, in input order."""
-    from features.registry import resolve_tracking_uri
     from offerlift import api
+    from offerlift.models.registry import resolve_tracking_uri
 
     if model.startswith("models:/") or model.startswith("runs:/"):
         import mlflow
@@ -244,8 +244,8 @@ def tune_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Tune learner and LightGBM parameters with Optuna on a held-out uplift objective; register the best."""
-    from features.registry import resolve_tracking_uri
-    from training.tune import tune, tune_cli_payload
+    from offerlift.models.registry import resolve_tracking_uri
+    from offerlift.training.tune import tune, tune_cli_payload
 
     exp = _experiment(dataset, data, treatment, control, outcome, value, cost, features)
     result = tune(
@@ -272,7 +272,7 @@ def serve_cmd(
     config: Annotated[Path | None, typer.Option(help="Service config YAML (default: serving/config.yaml).")] = None,
 ) -> None:
     """Start the decision service (BentoML) with the champion model; the API key comes from $OFFERLIFT_API_KEY."""
-    from serving.cli_serve import serve
+    from offerlift.serving.cli_serve import serve
 
     raise typer.Exit(serve(port=port, insecure=insecure, config=config))
 
@@ -287,8 +287,8 @@ def batch_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Decide for every customer of a file with the service's policy, streaming in chunks."""
-    from features.registry import resolve_tracking_uri
-    from serving.batch import run_batch
+    from offerlift.models.registry import resolve_tracking_uri
+    from offerlift.serving.batch import run_batch
 
     if model.startswith(("models:/", "runs:/")):
         import mlflow

@@ -1,17 +1,18 @@
 """The closed loop on the simulated world: decide, observe, join, report, retrain, promote, again.
 
 Each round serves every customer of the world once at the round's simulated time, through the service's decision
-code: `serving.decide_many.decide_logged` makes and logs exactly the decisions `serving.decider.Decider.decide` would
-make one customer after the other (online store, rules, caps, the pure policy, the decision log; tested equal),
-in one transaction. The world plays the decisions forward; its outcomes are stored in the decision log
-(`serving.decision_log.DecisionLog.add_outcomes`, the service's outcome path); the attribution join and the A/B
-report read them from the log; the world's exact truth gives the true value of every policy. The customers are
-split once, by a stable hash, into a training part and a judging part (``judge_share``). A challenger trained on
-every logged decision so far of the training customers (point-in-time features, logged propensities) is judged
-against the champion on every logged decision so far of the judging customers, which no model ever trains on
-(`training.promote.judge`: paired doubly robust difference with a cross-fitted reward model, customer-level
-standard error), and promoted only when the one-sided lower bound of the difference is above ``min_gain``.
-Round 0 starts from a random policy (a model that predicts nothing), served with full exploration.
+code: `offerlift.serving.decide_many.decide_logged` makes and logs exactly the decisions
+`offerlift.serving.decider.Decider.decide` would make one customer after the other (online store, rules, caps, the
+pure policy, the decision log; tested equal), in one transaction. The world plays the decisions forward; its outcomes
+are stored in the decision log (`offerlift.serving.decision_log.DecisionLog.add_outcomes`, the service's outcome
+path); the attribution join and the A/B report read them from the log; the world's exact truth gives the true value of
+every policy. The customers are split once, by a stable hash, into a training part and a judging part
+(``judge_share``). A challenger trained on every logged decision so far of the training customers (point-in-time
+features, logged propensities) is judged against the champion on every logged decision so far of the judging
+customers, which no model ever trains on (`offerlift.training.promote.judge`: paired doubly robust difference with a
+cross-fitted reward model, customer-level standard error), and promoted only when the one-sided lower bound of the
+difference is above ``min_gain``. Round 0 starts from a random policy (a model that predicts nothing), served with
+full exploration.
 
 Values are incremental profit per customer over "no offer to anyone":
 - ``policy_value``: the exact value of the policy that served the round (the champion's choices as served, with its
@@ -41,28 +42,35 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from features.attribution import attribute
-from features.build import build_features, latest_features
-from features.catalog import Catalog
-from features.eligibility import reachable_arms
-from features.errors import ConfigError
-from features.experiment import Experiment
-from features.model_io import load_model, log_scorer_model
-from features.registry import CHALLENGER, CHAMPION, RegistrySettings, activate, alias_version, resolve_tracking_uri
-from features.scoring import FORMAT, ArmScorer, FeatureSpec
-from features.simworld import SimWorld
-from features.store import OnlineStore, refresh_store
-from serving.decide_many import decide_logged
-from serving.decider import Decider
-from serving.decision_log import DecisionLog
-from serving.decision_log import decisions as decision_table
-from serving.decision_log import outcomes as outcome_table
-from serving.policy import holdout_unit
-from serving.settings import load_settings
-from training.ab_report import ab_report, decision_profit, write_report
-from training.evaluate import greedy_arms
-from training.promote import GateConfig, greedy_policy, judge, promote_if_better
-from training.train import TrainConfig, train_model
+from offerlift.features.attribution import attribute
+from offerlift.features.build import build_features, latest_features
+from offerlift.features.catalog import Catalog
+from offerlift.features.eligibility import reachable_arms
+from offerlift.features.errors import ConfigError
+from offerlift.features.experiment import Experiment
+from offerlift.features.store import OnlineStore, refresh_store
+from offerlift.models.model_io import load_model, log_scorer_model
+from offerlift.models.registry import (
+    CHALLENGER,
+    CHAMPION,
+    RegistrySettings,
+    activate,
+    alias_version,
+    resolve_tracking_uri,
+)
+from offerlift.models.scoring import FORMAT, ArmScorer, FeatureSpec
+from offerlift.serving.decide_many import decide_logged
+from offerlift.serving.decider import Decider
+from offerlift.serving.decision_log import DecisionLog
+from offerlift.serving.decision_log import decisions as decision_table
+from offerlift.serving.decision_log import outcomes as outcome_table
+from offerlift.serving.policy import holdout_unit
+from offerlift.serving.settings import load_settings
+from offerlift.simworld.world import SimWorld
+from offerlift.training.ab_report import ab_report, decision_profit, write_report
+from offerlift.training.evaluate import greedy_arms
+from offerlift.training.promote import GateConfig, greedy_policy, judge, promote_if_better
+from offerlift.training.train import TrainConfig, train_model
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +86,8 @@ class LoopConfig:
     """Size and settings of a loop run.
 
     ``n_boot`` is kept for callers (the gate uses a normal bound). With ``compiled_judge`` (and lleaves installed)
-    the gate scores the challenger and the champion with compiled trees (`serving.compiled`: the same predictions
-    up to about 1e-14, six times faster); decisions always go through the service's LightGBM scorer."""
+    the gate scores the challenger and the champion with compiled trees (`offerlift.models.compiled`: the same
+    predictions up to about 1e-14, six times faster); decisions always go through the service's LightGBM scorer."""
 
     rounds: int = 6
     customers: int = 20_000
@@ -161,7 +169,7 @@ def _settings(cfg: LoopConfig, registry: RegistrySettings, explore: float, workd
 def _register_random(state: LoopState, features: FeatureSpec, workdir: Path) -> str:
     import mlflow
 
-    from features.registry import set_alias
+    from offerlift.models.registry import set_alias
 
     activate(state.registry)
     with mlflow.start_run(run_name="random-policy"):
@@ -386,7 +394,7 @@ def _judging_scorer(cfg: LoopConfig, state: LoopState, version: str, scorer: Arm
     if not cfg.compiled_judge:
         return scorer
     if version not in state.fast:
-        from serving import compiled
+        from offerlift.models import compiled
 
         state.fast[version] = scorer
         if compiled.available():

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from features.errors import ConfigError
-from features.experiment import Experiment
-from training.train import TrainConfig, TrainResult
+from offerlift.features.errors import ConfigError
+from offerlift.features.experiment import Experiment
+from offerlift.training.train import TrainConfig, TrainResult
 
 if TYPE_CHECKING:
     from offerlift.modeling import Trained
@@ -42,13 +42,14 @@ def train(
 ) -> Trained:
     """Evaluate a learner on held-out folds, fit it on all units and (by default) register it in MLflow.
 
-    ``options`` are further `training.train.TrainConfig` fields (e.g. ``monotone=True``, ``structured_arms=True``).
+    ``options`` are further `offerlift.training.train.TrainConfig` fields (e.g. ``monotone=True``,
+    ``structured_arms=True``).
 
     >>> res = train(load("hillstrom"), learner="s")          # doctest: +SKIP
     >>> res.model_uri, res.metrics["ips_vs_control"]         # doctest: +SKIP
     """
-    from features.registry import resolve_tracking_uri
-    from training.train import train_model
+    from offerlift.models.registry import resolve_tracking_uri
+    from offerlift.training.train import train_model
 
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(options) - known)
@@ -75,8 +76,8 @@ def train(
 
 def register(result: Trained, tracking_uri: str | None = None) -> Trained:
     """Log and register a result trained with ``register=False``; sets ``model_uri`` and ``version``."""
-    from features.registry import resolve_tracking_uri
-    from training.train import log_and_register
+    from offerlift.models.registry import resolve_tracking_uri
+    from offerlift.training.train import log_and_register
 
     if result.experiment is None or result.config is None:
         raise ConfigError("register needs a result of offerlift.api.train")
@@ -99,7 +100,7 @@ def compare_learners(
 
     >>> compare_learners(exp, ["s", "t"])      # doctest: +SKIP
     """
-    from training.train import evaluate_config
+    from offerlift.training.train import evaluate_config
 
     rows = []
     for i, learner in enumerate(learners, start=1):

@@ -6,7 +6,7 @@ setup_notebook`` does) so a figure left as the last value of a cell is shown inl
 
 Result-level functions (``plot_qini(result)``, ...) read held-out predictions: ``result`` is what
 ``offerlift.api.train`` returns (it carries ``experiment``, ``held_out`` and ``spec``). The style, colours and the
-Qini / decile / calibration panels come from `training.plots`.
+Qini / decile / calibration panels come from `offerlift.training.plots`.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from features.errors import ConfigError, DataError
-from training import metrics as um
-from training import plots as tp
-from training.evaluate import _is_binary, realized_profit
-from training.train import outcome_plan
+from offerlift.features.errors import ConfigError, DataError
+from offerlift.training import metrics as um
+from offerlift.training import plots as tp
+from offerlift.training.evaluate import _is_binary, realized_profit
+from offerlift.training.train import outcome_plan
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from training.train import TrainResult
+from offerlift.training.train import TrainResult
 
 if TYPE_CHECKING:
     pass
@@ -20,9 +20,9 @@ log = logging.getLogger(__name__)
 
 def as_scorer(model: Any, tracking_uri: str | None = None) -> Any:
     """An `ArmScorer` from a result of `train`, a scorer, a model URI (``models:/...``, ``runs:/...``) or a folder."""
-    from features.model_io import load_model
-    from features.registry import resolve_tracking_uri
-    from features.scoring import ArmScorer
+    from offerlift.models.model_io import load_model
+    from offerlift.models.registry import resolve_tracking_uri
+    from offerlift.models.scoring import ArmScorer
 
     if isinstance(model, TrainResult):
         return ArmScorer(model.spec)
@@ -42,7 +42,7 @@ def score(model: Any, frame: pd.DataFrame, tracking_uri: str | None = None) -> p
 
     >>> score(res.model_uri, exp.features.head())    # doctest: +SKIP
     """
-    from features.model_io import score_frame
+    from offerlift.models.model_io import score_frame
 
     return score_frame(as_scorer(model, tracking_uri), frame)
 
@@ -50,8 +50,8 @@ def score(model: Any, frame: pd.DataFrame, tracking_uri: str | None = None) -> p
 def score_file(model_uri: str, data: str | Path, out: str | Path | None = None):
     """Score a CSV or Parquet file with a registered model: ``uplift_<arm>`` per treatment arm and
     ``recommended_arm``, one row per input row in input order; written to `out` (CSV) when given."""
-    from features.model_io import load_model, score_frame
-    from features.tables import read_table
+    from offerlift.features.tables import read_table
+    from offerlift.models.model_io import load_model, score_frame
 
     scorer = load_model(model_uri)
     frame = read_table(data)
@@ -63,8 +63,9 @@ def score_file(model_uri: str, data: str | Path, out: str | Path | None = None):
 
 
 def batch(model: Any, customers: str | Path, out: str | Path, budget: float | None = None, seed: int = 0) -> dict:
-    """Decisions for every customer of a Parquet file, streamed in chunks with a progress bar (`serving.batch`)."""
-    from serving.batch import run_batch
+    """Decisions for every customer of a Parquet file, streamed in chunks with a progress bar
+    (`offerlift.serving.batch`)."""
+    from offerlift.serving.batch import run_batch
 
     summary = run_batch(as_scorer(model, None), customers, out, budget=budget, seed=seed)
     log.info("batch decisions written to %s", out)

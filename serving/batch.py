@@ -5,9 +5,9 @@
 The customer file is Parquet with a ``customer_id`` column, the model's feature columns and the rule columns
 (``consent_<channel>``/the channels' consent flags, ``reach_<channel>``, ``city``, ``tier``, ``lifecycle_stage``
 or ``lifecycle``, and optionally ``contacts_<channel>``: contacts inside the cap window). It is read with pyarrow
-in chunks of `chunk_rows`; each chunk is encoded, scored, masked by the rules (`serving.rules.allowed_arms`)
-and decided by `serving.policy.decide` (holdout, exploration, logged propensities), then appended to the output,
-so memory depends on the chunk size, not on the number of customers. The output has one row per input row, in
+in chunks of `chunk_rows`; each chunk is encoded, scored, masked by the rules (`offerlift.serving.rules.allowed_arms`)
+and decided by `offerlift.serving.policy.decide` (holdout, exploration, logged propensities), then appended to the
+output, so memory depends on the chunk size, not on the number of customers. The output has one row per input row, in
 the input order: customer_id, arm, propensity, group_propensity, group, expected_incremental_profit,
 expected_cost.
 
@@ -15,9 +15,10 @@ Randomness: exploration draws come from ``PCG64(seed)`` advanced to the row's po
 so a decision depends on the seed and the row, never on the chunking or on the machine that scored it.
 
 With a budget the job reads the file twice: the first pass finds the price of the budget over the whole
-population (`serving.budget`, breakpoints spilled to a temporary folder), the second decides with it.
+population (`offerlift.serving.budget`, breakpoints spilled to a temporary folder), the second decides with it.
 
-`serving.decide_many.decide_logged` is the other batch path: the service's own decisions, logged, for many customers.
+`offerlift.serving.decide_many.decide_logged` is the other batch path: the service's own decisions, logged, for many
+customers.
 """
 
 from __future__ import annotations
@@ -35,13 +36,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features.errors import ConfigError, DataNotFoundError, SchemaError
-from features.model_io import load_model
-from features.scoring import ArmScorer
-from serving.budget import Allocation, SpillStore, chunk_breakpoints, spend_curve
-from serving.decider import expected_cost
-from serving.policy import GROUPS, Decisions, PolicyConfig, decide, holdout_unit
-from serving.rules import Rules, allowed_arms
+from offerlift.features.errors import ConfigError, DataNotFoundError, SchemaError
+from offerlift.models.model_io import load_model
+from offerlift.models.scoring import ArmScorer
+from offerlift.serving.budget import Allocation, SpillStore, chunk_breakpoints, spend_curve
+from offerlift.serving.decider import expected_cost
+from offerlift.serving.policy import GROUPS, Decisions, PolicyConfig, decide, holdout_unit
+from offerlift.serving.rules import Rules, allowed_arms
 
 log = logging.getLogger(__name__)
 
@@ -272,7 +273,7 @@ def run_batch(
     """Decide for every customer of a Parquet file and write the decisions to a Parquet file.
 
     Args:
-        model_uri_or_scorer: a loaded ArmScorer or a model URI for `features.model_io.load_model`.
+        model_uri_or_scorer: a loaded ArmScorer or a model URI for `offerlift.models.model_io.load_model`.
         customers_path: the customer file (see the module docstring for its columns).
         out_path: the output file (written next to it as ``.partial`` and renamed when complete).
         budget: total expected cost allowed (None: no budget, price 0).
@@ -348,74 +349,6 @@ def _allocation_summary(allocation: Allocation, curve: pd.DataFrame, points: int
         "lagrangian_value": allocation.lagrangian_value,
         "spend_curve": thin.to_dict(orient="list"),
     }
-
-
-def write_customer_file(
-    path: str | Path, n: int, seed: int = 0, block: int = 100_000, distinct: int | None = None
-) -> Path:
-    """Write a simulated customer base of `n` customers with model features, rule columns and contact counts.
-
-    Customers come in blocks of the simulated world (`features.simworld.SimWorld`, seed derived from `seed` and
-    the block), with point-in-time features at time 0 (`features.build.build_features`, as in
-    `features.simworld_experiment`) and ``contacts_<channel>`` = offers received in the last 168 hours. With
-    `distinct`, only that many blocks are simulated and later blocks repeat them under new customer ids
-    (fast large files for benchmarks). Each block is one Parquet row group.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cache: dict[int, pa.Table] = {}
-    schema = None
-    with _BlockWriter(path) as slot:
-        for b, lo in enumerate(range(0, n, block)):
-            m = min(block, n - lo)
-            key = b if distinct is None else b % distinct
-            table = cache.get(key) if m == block else None
-            if table is None:
-                table = _customer_block(m, seed * 1_000_003 + key)
-                if distinct is not None and m == block:
-                    cache[key] = table
-            ids = pa.array([f"c{lo + i:010d}" for i in range(m)], pa.string())
-            table = table.set_column(0, "customer_id", ids)
-            schema = schema or table.schema
-            slot.write(table.cast(schema))
-    return path
-
-
-class _BlockWriter:
-    """A ParquetWriter opened on the first table (its schema comes from the data)."""
-
-    def __init__(self, path: Path):
-        self.path, self.writer = path, None
-
-    def write(self, table: pa.Table) -> None:
-        if self.writer is None:
-            self.writer = pq.ParquetWriter(self.path, table.schema)
-        self.writer.write_table(table, row_group_size=table.num_rows)
-
-    def __enter__(self) -> _BlockWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
-def _customer_block(n: int, seed: int) -> pa.Table:
-    from features.build import build_features
-    from features.simworld import SimWorld
-
-    world = SimWorld.default(n, seed=seed)
-    history = world.history_events()
-    ids = world.customers["customer_id"]
-    as_of = pd.DataFrame({"unit_id": ids, "customer_id": ids, "time": 0.0})
-    features = build_features(history, world.customers, as_of).reset_index(drop=True)
-    recent = history[(history["event"] == "offer_received") & (history["time"] >= -168.0)]
-    counts = recent.groupby(["customer_id", "channel"]).size().unstack(fill_value=0)
-    for ch in world.catalog.channels:
-        col = counts[ch.id] if ch.id in counts.columns else pd.Series(dtype=float)
-        features[f"contacts_{ch.id}"] = col.reindex(ids).fillna(0).to_numpy(dtype=np.int16)
-    features.insert(0, "customer_id", ids.to_numpy(dtype=object))
-    return pa.Table.from_pandas(features, preserve_index=False)
 
 
 def summary_counts(summary: Mapping[str, Any]) -> str:

@@ -1,15 +1,15 @@
-"""The batch job on a dask.distributed cluster: the same functions as `serving.batch`, one task per partition.
+"""The batch job on a dask.distributed cluster: the same functions as `offerlift.serving.batch`, one task per partition.
 
     summary = run_batch_dask(scorer, "customers.parquet", "decisions/", budget=50_000)            # LocalCluster
     summary = run_batch_dask(uri, "/shared/customers.parquet", "/shared/out/", scheduler="tcp://host:8786")
 
 A partition is a run of consecutive Parquet row groups (at least `partition_rows` rows). Each task reads its
-row groups in chunks, scores and decides them with `serving.batch.score_chunk` / `decide_chunk` (the same rules,
-policy and draws, keyed by the file row, so the result equals the single-machine job's row for row) and writes
+row groups in chunks, scores and decides them with `offerlift.serving.batch.score_chunk` / `decide_chunk` (the same
+rules, policy and draws, keyed by the file row, so the result equals the single-machine job's row for row) and writes
 ``part-<partition>.parquet`` in the output folder; read the folder in file-name order to get the input order.
 
 With a budget, a first round of tasks computes each partition's breakpoints and keeps them in the workers'
-memory; `serving.budget.PriceSolver` finds the global price through histogram and window queries answered by
+memory; `offerlift.serving.budget.PriceSolver` finds the global price through histogram and window queries answered by
 the workers (only small arrays travel to the client), then the deciding round applies that price per partition.
 
 The customer file and the output folder must be reachable under the same path by every worker (a shared file
@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from features.model_io import load_model
-from features.scoring import ArmScorer
-from serving.batch import (
+from offerlift.models.model_io import load_model
+from offerlift.models.scoring import ArmScorer
+from offerlift.serving.batch import (
     DEFAULT_CHUNK_ROWS,
     OUTPUT_SCHEMA,
     Tally,
@@ -46,9 +46,9 @@ from serving.batch import (
     iter_frames,
     score_chunk,
 )
-from serving.budget import Allocation, Base, Breakpoints, PriceSolver, chunk_breakpoints, spend_curve
-from serving.policy import PolicyConfig
-from serving.rules import Rules
+from offerlift.serving.budget import Allocation, Base, Breakpoints, PriceSolver, chunk_breakpoints, spend_curve
+from offerlift.serving.policy import PolicyConfig
+from offerlift.serving.rules import Rules
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,8 @@ def run_batch_dask(
     processes: bool = True,
     partition_rows: int = 200_000,
 ) -> dict[str, Any]:
-    """`serving.batch.run_batch` on dask.distributed; the output is a folder of part files (see the module doc).
+    """`offerlift.serving.batch.run_batch` on dask.distributed; the output is a folder of part files (see the module
+    doc).
 
     Args:
         scheduler: address of a running scheduler (a real cluster); None starts a LocalCluster of `n_workers`

@@ -1,7 +1,7 @@
 """Allocation under a budget: the Lagrangian price of a whole population, with a greedy fill.
 
-The policy picks ``argmax_a incr_a - price * cost_a`` (`serving.policy.decide`). As the price rises from 0, each
-exploit customer's choice walks down the upper envelope of its lines ``incr_a - price * cost_a``: to cheaper arms
+The policy picks ``argmax_a incr_a - price * cost_a`` (`offerlift.serving.policy.decide`). As the price rises from 0,
+each exploit customer's choice walks down the upper envelope of its lines ``incr_a - price * cost_a``: to cheaper arms
 and finally to no offer (or the fallback arm). `breakpoints` records every step of that walk: the price at which
 it happens and the change of expected cost and of expected incremental profit. Holdout and explore customers do
 not depend on the price; their spend is a fixed part of the total.
@@ -14,7 +14,8 @@ gets its own, lower price. The result never spends more than the budget (in expe
 optimum up to the value of one customer's step.
 
 Memory: the solver sees the breakpoints only through two queries, a histogram over prices and the breakpoints in
-a price window, so they can live in files (`SpillStore`, one machine) or on a cluster's workers (`serving.batch_dask`).
+a price window, so they can live in files (`SpillStore`, one machine) or on a cluster's workers
+(`offerlift.serving.batch_dask`).
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.errors import ConfigError, PolicyError
-from serving.policy import PolicyConfig, decide
+from offerlift.features.errors import ConfigError, PolicyError
+from offerlift.serving.policy import PolicyConfig, decide
 
 log = logging.getLogger(__name__)
 

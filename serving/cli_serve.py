@@ -18,12 +18,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from features.registry import REPO_ROOT, require_alias
-from serving.settings import ServeSettings, load_settings
+from offerlift.models.registry import REPO_ROOT, require_alias
+from offerlift.serving.settings import ServeSettings, load_settings
 
 log = logging.getLogger(__name__)
 
-SERVICE = "serving.service:OfferLift"
+SERVICE = "offerlift.serving.service:OfferLift"
 SERVICE_NAME = "OfferLift"
 NOTHING = "^$"  # an excluded-URL pattern that matches no URL
 

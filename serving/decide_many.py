@@ -1,9 +1,9 @@
 """The service's decisions for many customers at once, logged: `decide_logged`.
 
-`decide_logged(decider, customer_ids, context)` makes the decisions that `serving.decider.Decider.decide` would make
-and log for these customers one after the other (online store, rules, caps and budget read from the decision log,
-the pure policy, the logged row and the budget charge), in one write transaction with one scoring call, for jobs
-such as the closed loop that decide a whole population at once. Tests compare it with `Decider.decide`.
+`decide_logged(decider, customer_ids, context)` makes the decisions that `offerlift.serving.decider.Decider.decide`
+would make and log for these customers one after the other (online store, rules, caps and budget read from the
+decision log, the pure policy, the logged row and the budget charge), in one write transaction with one scoring call,
+for jobs such as the closed loop that decide a whole population at once. Tests compare it with `Decider.decide`.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from features.errors import ConfigError, ModelError
-from serving.decider import Champion, Decider, attributes, log_context
-from serving.decision_log import budgets as budget_table
-from serving.decision_log import decisions as decision_table
-from serving.policy import Decisions, decide, holdout_unit
-from serving.rules import Rules
+from offerlift.features.errors import ConfigError, ModelError
+from offerlift.serving.decider import Champion, Decider, attributes, log_context
+from offerlift.serving.decision_log import budgets as budget_table
+from offerlift.serving.decision_log import decisions as decision_table
+from offerlift.serving.policy import Decisions, decide, holdout_unit
+from offerlift.serving.rules import Rules
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ One `Decider` per worker process. `decide(customer_id, context)`:
 3. masks the arms that break a customer rule (eligibility, consent, reach, the channels available);
 4. inside the decision log's write transaction (`DecisionLog.commit`), with the budget and the customer's recent
    contacts as of that transaction: applies the caps and the budget, updates the pacing price, runs the pure
-   policy (`serving.policy.decide`) and logs the decision, which is durable before `decide` returns.
+   policy (`offerlift.serving.policy.decide`) and logs the decision, which is durable before `decide` returns.
 
 A background thread looks for a new champion every ``registry.reload_interval_s`` seconds, loads and warms it up
 next to the old one, then swaps a single reference: requests in flight finish with the model they started with.
@@ -33,16 +33,16 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from features.errors import ModelError
-from features.model_io import load_model
-from features.registry import alias_version, require_alias
-from features.scoring import ArmScorer
-from features.store import OnlineStore
-from serving.decision_log import DecisionLog, LedgerState
-from serving.pacing import PacingState, update_price
-from serving.policy import PolicyConfig, decide, explain, holdout_unit
-from serving.rules import Rules, eligible_customers
-from serving.settings import ServeSettings
+from offerlift.features.errors import ModelError
+from offerlift.features.store import OnlineStore
+from offerlift.models.model_io import load_model
+from offerlift.models.registry import alias_version, require_alias
+from offerlift.models.scoring import ArmScorer
+from offerlift.serving.decision_log import DecisionLog, LedgerState
+from offerlift.serving.pacing import PacingState, update_price
+from offerlift.serving.policy import PolicyConfig, decide, explain, holdout_unit
+from offerlift.serving.rules import Rules, eligible_customers
+from offerlift.serving.settings import ServeSettings
 
 log = logging.getLogger(__name__)
 
@@ -554,7 +554,7 @@ class Decider:
 
 
 def _truthy(v: Any) -> bool:
-    """Present (not None, not NaN) and true: the flag semantics of `features.eligibility.truthy`."""
+    """Present (not None, not NaN) and true: the flag semantics of `offerlift.features.eligibility.truthy`."""
     return v is not None and v == v and bool(v)
 
 

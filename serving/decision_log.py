@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from features.errors import ConfigError, DataError
+from offerlift.features.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 

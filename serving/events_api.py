@@ -1,9 +1,9 @@
 """The service's event stream: ``POST /events`` feeds the real-time triggers, ``POST /events/flush`` fires due timers.
 
-One :class:`TriggerService` per worker process wraps a `serving.triggers.TriggerEngine` whose state is a SQLite
-file shared by every worker (`serving.trigger_state.SqliteState`), so an ``app_open`` and the order that cancels
-it may reach different workers, and a restart loses no armed timer. A firing decides through the worker's
-`serving.decider.Decider` (the same path as ``/decide``: rules, consent, caps, budget, pacing and the decision
+One :class:`TriggerService` per worker process wraps a `offerlift.serving.triggers.TriggerEngine` whose state is a
+SQLite file shared by every worker (`offerlift.serving.trigger_state.SqliteState`), so an ``app_open`` and the order
+that cancels it may reach different workers, and a restart loses no armed timer. A firing decides through the worker's
+`offerlift.serving.decider.Decider` (the same path as ``/decide``: rules, consent, caps, budget, pacing and the decision
 log; the trigger's channels and arms arrive as ``context["channels"]`` / ``context["arms"]``) and sends through
 the configured channel adapter (a JSON-lines outbox by default).
 
@@ -33,12 +33,12 @@ from typing import Annotated, Literal
 from bentoml.exceptions import InvalidArgument
 from pydantic import BaseModel, ConfigDict, Field
 
-from features.build import EVENT_KINDS
-from serving.decider import Decider
-from serving.settings import ServeSettings
-from serving.trigger_channels import make_adapter
-from serving.trigger_state import SqliteState
-from serving.triggers import Firing, TriggerEngine
+from offerlift.features.build import EVENT_KINDS
+from offerlift.serving.decider import Decider
+from offerlift.serving.settings import ServeSettings
+from offerlift.serving.trigger_channels import make_adapter
+from offerlift.serving.trigger_state import SqliteState
+from offerlift.serving.triggers import Firing, TriggerEngine
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,8 @@ KEEP_FIRINGS = 1000
 
 
 class StreamEvent(BaseModel):
-    """One event of the canonical stream (features.build: the four behaviour kinds plus app_open and signup)."""
+    """One event of the canonical stream (offerlift.features.build: the four behaviour kinds plus app_open and
+    signup)."""
 
     model_config = ConfigDict(extra="forbid")
 

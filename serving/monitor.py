@@ -1,9 +1,9 @@
 """Early warning: hourly metrics by dimension, a robust seasonal detector, explanations, and campaigns that start
 on an alert and stop when the metric has recovered. Every alert, start and stop is logged with its evidence.
 
-The metrics (:data:`METRICS`, :func:`metric_table`) live in `serving.monitor_metrics`; the campaign rules, the
-executors and the log in `serving.monitor_campaigns`. This module has the detector and the :class:`Monitor` that
-steps through the hours, and re-exports the rest.
+The metrics (:data:`METRICS`, :func:`metric_table`) live in `offerlift.serving.monitor_metrics`; the campaign rules, the
+executors and the log in `offerlift.serving.monitor_campaigns`. This module has the detector and the :class:`Monitor`
+that steps through the hours, and re-exports the rest.
 
 Detector (:class:`Detector`): the baseline of hour h is the median of the same hour of the previous ``lookback``
 periods (``period`` hours, a day by default). The spread is, with ``scale="same_hour"``, 1.4826 x the median
@@ -38,8 +38,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from features.errors import ConfigError, SchemaError
-from serving.monitor_campaigns import (
+from offerlift.features.errors import ConfigError, SchemaError
+from offerlift.serving.monitor_campaigns import (
     BatchDecide,
     Campaign,
     CampaignRule,
@@ -48,7 +48,7 @@ from serving.monitor_campaigns import (
     LogOnlyExecutor,
     PolicyExecutor,
 )
-from serving.monitor_metrics import METRICS, Metric, metric_table
+from offerlift.serving.monitor_metrics import METRICS, Metric, metric_table
 
 __all__ = [
     "METRICS",

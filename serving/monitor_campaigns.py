@@ -21,9 +21,9 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from features.errors import ConfigError
-from features.segments import select
-from serving.monitor_metrics import _metric
+from offerlift.features.errors import ConfigError
+from offerlift.features.segments import select
+from offerlift.serving.monitor_metrics import _metric
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class CampaignRule:
     """Start a campaign on `dimension` values that explain a drop of `metric`; stop when they recover.
 
     Attributes:
-        segment: targeting spec for :func:`features.segments.select` (on the executor's target table).
+        segment: targeting spec for :func:`offerlift.features.segments.select` (on the executor's target table).
         arms: the catalog subset the campaign may send (empty: every arm).
         budget: money the campaign may commit (worst case: coupon value plus contact cost).
         max_hours: a campaign never runs longer than this.

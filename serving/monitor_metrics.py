@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.errors import ConfigError, SchemaError
-from features.segments import canonical, offer_channels
+from offerlift.features.errors import ConfigError, SchemaError
+from offerlift.features.segments import canonical, offer_channels
 
 ACTIVE_HOURS = 30 * 24.0
 RECEIVED_HOURS = 7 * 24.0

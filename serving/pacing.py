@@ -10,14 +10,14 @@ the gap between the money committed and the time-proportional target ``total * e
 
 The integral moves with elapsed time, not with the number of calls, so the price does not depend on the request
 rate; each worker process keeps its own state but reads the same shared ledger, so the workers agree. The budget
-itself is enforced elsewhere (`serving.rules.allowed_arms`): the price only decides how fast it is spent.
+itself is enforced elsewhere (`offerlift.serving.rules.allowed_arms`): the price only decides how fast it is spent.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from features.errors import ConfigError
+from offerlift.features.errors import ConfigError
 
 
 @dataclass(frozen=True)

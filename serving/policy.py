@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features.errors import ConfigError, PolicyError
+from offerlift.features.errors import ConfigError, PolicyError
 
 GROUPS = ("holdout", "explore", "exploit")
 

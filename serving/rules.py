@@ -3,14 +3,14 @@ and the budget.
 
 `allowed_arms` turns customer attributes and contact counts into an (n, K) mask of the arms a customer may get.
 The control arm (no offer) is always allowed. Vectorized, so batch jobs use it; the service's one-customer path
-(`serving.decider.Champion.rule_mask`) is property-tested against it.
+(`offerlift.serving.decider.Champion.rule_mask`) is property-tested against it.
 
-Segment rules (``segments:``) are a targeting spec of `features.segments.select` over the customer's attributes
-(online store columns such as ``lifecycle``, ``rfm_segment``, ``price_band``, ``tags``, or ``context.features``):
-only customers meeting every condition may get an offer; a missing attribute fails its condition. Abuse rules
-(``abuse:``) read the customer's risk (column ``abuse_risk`` by default, written by ``offerlift abuse
---to-store``; missing means 0) and apply `features.abuse.abuse_mask`: no coupon at or above ``exclude_at``, only
-coupons worth at most ``cap_value`` at or above ``cap_at``.
+Segment rules (``segments:``) are a targeting spec of `offerlift.features.segments.select` over the customer's
+attributes (online store columns such as ``lifecycle``, ``rfm_segment``, ``price_band``, ``tags``, or
+``context.features``): only customers meeting every condition may get an offer; a missing attribute fails its
+condition. Abuse rules (``abuse:``) read the customer's risk (column ``abuse_risk`` by default, written by ``offerlift
+abuse --to-store``; missing means 0) and apply `offerlift.features.abuse.abuse_mask`: no coupon at or above
+``exclude_at``, only coupons worth at most ``cap_value`` at or above ``cap_at``.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.abuse import AbusePolicy, abuse_mask
-from features.catalog import Catalog
-from features.eligibility import reachable_arms
-from features.errors import ConfigError
-from features.segments import ALIASES, Condition, columns_match, compile_where, row_matches
+from offerlift.features.abuse import AbusePolicy, abuse_mask
+from offerlift.features.catalog import Catalog
+from offerlift.features.eligibility import reachable_arms
+from offerlift.features.errors import ConfigError
+from offerlift.features.segments import ALIASES, Condition, columns_match, compile_where, row_matches
 
 LIFECYCLE_NEW = ("never_bought", "potential")
 ABUSE_COLUMN = "abuse_risk"

@@ -1,9 +1,10 @@
 """The BentoML 1.4 decision service: ``POST /decide``, ``POST /outcomes``, ``POST /events``, ``POST /events/flush``,
 ``/livez``, ``/readyz``, ``/docs``.
 
-Run it with ``offerlift serve`` (see `serving.cli_serve`) or ``bentoml serve serving.service:OfferLift``. Each
-worker process builds one `serving.decider.Decider` (the champion is loaded once per worker and hot-swapped in the
-background). Settings come from `serving.settings.settings_from_env`.
+Run it with ``offerlift serve`` (see `offerlift.serving.cli_serve`) or ``bentoml serve
+offerlift.serving.service:OfferLift``. Each worker process builds one `offerlift.serving.decider.Decider` (the
+champion is loaded once per worker and hot-swapped in the background). Settings come from
+`offerlift.serving.settings.settings_from_env`.
 
 What keeps BentoML's own overhead low (see benchmarks/results/serve.md):
 - handlers return pydantic models (a ``dict`` return makes BentoML rebuild a JSON schema for every response);
@@ -16,8 +17,8 @@ What keeps BentoML's own overhead low (see benchmarks/results/serve.md):
   waits for the writer lock; ``tuning.inline_handler: true`` runs it on the loop instead (same CPU, worse tail
   latency in the interleaved benchmark). ``/outcomes`` always runs in BentoML's handler thread.
 
-``/events`` feeds the real-time triggers (`serving.events_api`): their state is shared by the workers in SQLite,
-their decisions go through the same `Decider` as ``/decide``; nothing of it runs inside a ``/decide`` request.
+``/events`` feeds the real-time triggers (`offerlift.serving.events_api`): their state is shared by the workers in
+SQLite, their decisions go through the same `Decider` as ``/decide``; nothing of it runs inside a ``/decide`` request.
 
 Customer ids never reach the logs in plain text: our own logs hash them, and a log filter removes the request
 body from BentoML's log of validation errors.
@@ -40,10 +41,10 @@ import bentoml
 from bentoml.exceptions import BentoMLException, InvalidArgument, NotFound, ServiceUnavailable
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from features.errors import DataError, ModelError
-from serving.decider import Decider, Decision
-from serving.events_api import EventsResponse, StreamEvent, TriggerService
-from serving.settings import ServeSettings, settings_from_env
+from offerlift.features.errors import DataError, ModelError
+from offerlift.serving.decider import Decider, Decision
+from offerlift.serving.events_api import EventsResponse, StreamEvent, TriggerService
+from offerlift.serving.settings import ServeSettings, settings_from_env
 
 log = logging.getLogger(__name__)
 
@@ -224,8 +225,7 @@ class OfferLift:
     """Real-time offer decisions; one instance per worker process."""
 
     def __init__(self) -> None:
-        for name in ("serving", "features"):  # BentoML leaves the root logger at WARNING
-            logging.getLogger(name).setLevel(logging.INFO)
+        logging.getLogger("offerlift").setLevel(logging.INFO)  # BentoML leaves the root logger at WARNING
         self.settings = settings_from_env()
         self.decider = Decider(self.settings)
         self.decider.load_champion()

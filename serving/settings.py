@@ -6,10 +6,10 @@ Sources, later ones win: the embedded default `serving/config.yaml`, a YAML file
 - ``OFFERLIFT_API_KEY``: the API key (required unless insecure);
 - ``OFFERLIFT_INSECURE=1``: run without a key (``--insecure``);
 - ``OFFERLIFT_DECISION_LOG_URL``, ``OFFERLIFT_ONLINE_STORE``, ``OFFERLIFT_SQLITE_SYNCHRONOUS``;
-- ``MLFLOW_TRACKING_URI`` (through `features.registry.resolve_tracking_uri`).
+- ``MLFLOW_TRACKING_URI`` (through `offerlift.models.registry.resolve_tracking_uri`).
 
 The service's worker processes get the validated settings as JSON in ``$OFFERLIFT_SETTINGS_JSON`` (set by
-`serving.cli_serve`); the API key never goes into that JSON, it stays in its own variable.
+`offerlift.serving.cli_serve`); the API key never goes into that JSON, it stays in its own variable.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from features.errors import ConfigError
-from features.registry import CHAMPION, MODEL_NAME, REPO_ROOT, RegistrySettings, resolve_tracking_uri
-from serving.pacing import PacingConfig
-from serving.rules import Rules
-from serving.trigger_rules import ACTIVE_NO_ORDER, NEW_NO_FIRST_ORDER, TriggerRule
+from offerlift.features.errors import ConfigError
+from offerlift.models.registry import CHAMPION, MODEL_NAME, REPO_ROOT, RegistrySettings, resolve_tracking_uri
+from offerlift.serving.pacing import PacingConfig
+from offerlift.serving.rules import Rules
+from offerlift.serving.trigger_rules import ACTIVE_NO_ORDER, NEW_NO_FIRST_ORDER, TriggerRule
 
 DEFAULT_CONFIG = Path(__file__).with_name("config.yaml")
 STATE_DIR = REPO_ROOT / "outputs" / "serving"  # git-ignored
@@ -63,7 +63,7 @@ class CampaignSection(_Section):
 
 
 class PacingSection(_Section):
-    """Gains of the pacing price controller (see `serving.pacing`)."""
+    """Gains of the pacing price controller (see `offerlift.serving.pacing`)."""
 
     enabled: bool = True
     kp: float = Field(20.0, ge=0.0)
@@ -103,7 +103,7 @@ def _default_trigger_rules() -> list[dict[str, Any]]:
 
 
 class TriggersSection(_Section):
-    """Real-time triggers behind ``POST /events`` (see `serving.triggers` and docs/automation.md).
+    """Real-time triggers behind ``POST /events`` (see `offerlift.serving.triggers` and docs/automation.md).
 
     ``state_path`` / ``outbox_path`` None: ``triggers.db`` / ``outbox.jsonl`` next to the online store. ``clock``:
     ``server`` (event times are hours since the unix epoch; a tick every ``tick_seconds`` fires the timers due by
@@ -187,7 +187,7 @@ class ServeSettings(_Section):
         return t.state_path or base / "triggers.db", t.outbox_path or base / "outbox.jsonl"
 
     def registry_settings(self) -> RegistrySettings:
-        """Tracking URI and model name for `features.registry`."""
+        """Tracking URI and model name for `offerlift.models.registry`."""
         base = resolve_tracking_uri(self.registry.tracking_uri)
         return RegistrySettings(base.tracking_uri, base.artifact_root, self.registry.model_name, base.experiment)
 

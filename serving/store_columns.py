@@ -2,8 +2,9 @@
 
 `merge_columns` merges columns into each customer's stored features (SQLite's ``json_patch``: the other features
 stay as they are, a NaN removes the column) and adds customers the store does not know yet. ``offerlift segments
---to-store`` and ``offerlift abuse --to-store`` call it. A full refresh of the store (`features.store.refresh_store`)
-keeps the columns it does not build itself (``keep_extra``), so they survive a refresh.
+--to-store`` and ``offerlift abuse --to-store`` call it. A full refresh of the store
+(`offerlift.features.store.refresh_store`) keeps the columns it does not build itself (``keep_extra``), so they
+survive a refresh.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.errors import DataError
-from features.store import OnlineStore
+from offerlift.features.errors import DataError
+from offerlift.features.store import OnlineStore
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
-from features.errors import ConfigError
+from offerlift.features.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

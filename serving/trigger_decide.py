@@ -1,9 +1,10 @@
 """How a trigger decides: the decision interface and :class:`PolicyDecider`, the pure policy without a service.
 
-A trigger calls any ``decide(customer_id, context) -> decision``: the service's `serving.decider.Decider.decide`
-(caps, consent, budget and the decision log apply) or :class:`PolicyDecider` around the pure policy
-(`serving.policy.decide`) with the rules of `serving.rules`, for replays and campaigns without a running service.
-:func:`as_decision` reads the arm, channel, offer and decision id of either answer.
+A trigger calls any ``decide(customer_id, context) -> decision``: the service's
+`offerlift.serving.decider.Decider.decide` (caps, consent, budget and the decision log apply) or
+:class:`PolicyDecider` around the pure policy (`offerlift.serving.policy.decide`) with the rules of
+`offerlift.serving.rules`, for replays and campaigns without a running service. :func:`as_decision` reads the arm,
+channel, offer and decision id of either answer.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.catalog import Catalog
-from features.errors import ConfigError
-from serving.policy import PolicyConfig, decide, holdout_unit
-from serving.rules import Rules, allowed_arms
+from offerlift.features.catalog import Catalog
+from offerlift.features.errors import ConfigError
+from offerlift.serving.policy import PolicyConfig, decide, holdout_unit
+from offerlift.serving.rules import Rules, allowed_arms
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class PolicyDecider:
         scores: (customer ids, time) -> (incremental profit, expected cost), each (n, K).
         rules: eligibility, consent and caps (caps count ``context["contacts"]``: sent messages per channel).
         policy: holdout and exploration shares (default: none, a pure greedy choice).
-        extra_mask: optional (customer ids) -> (n, K) bool, e.g. rows of `features.abuse.abuse_mask`.
+        extra_mask: optional (customer ids) -> (n, K) bool, e.g. rows of `offerlift.features.abuse.abuse_mask`.
         seed: seed of the exploration draws.
     """
 

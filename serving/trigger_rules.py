@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from features.errors import ConfigError
+from offerlift.features.errors import ConfigError
 
 
 @dataclass(frozen=True)

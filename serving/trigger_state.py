@@ -37,7 +37,8 @@ class Timer:
 
 
 class TriggerState(Protocol):
-    """The state a :class:`serving.triggers.TriggerEngine` reads and writes (calls happen inside `transaction`)."""
+    """The state a :class:`offerlift.serving.triggers.TriggerEngine` reads and writes (calls happen inside
+    `transaction`)."""
 
     def transaction(self) -> contextlib.AbstractContextManager[None]: ...
 

@@ -1,24 +1,26 @@
 """Real-time triggers: event rules over a stream call the decision policy and send through a channel adapter.
 
-Rules (:class:`TriggerRule`, `serving.trigger_rules`) arm a timer per customer on a start event and fire it after
-a wait unless a cancel event came first, e.g. "active in the app and no order within 5 minutes"
+Rules (:class:`TriggerRule`, `offerlift.serving.trigger_rules`) arm a timer per customer on a start event and fire it
+after a wait unless a cancel event came first, e.g. "active in the app and no order within 5 minutes"
 (:data:`ACTIVE_NO_ORDER`) or "new customer with no first order after 3 days" (:data:`NEW_NO_FIRST_ORDER`;
 :func:`signup_events` makes its start events from ``customers.signup_time``). Events follow the canonical contract
-(`features.build`); the activity kinds ``app_open`` and ``signup`` are part of it. Times are hours, as in the events.
+(`offerlift.features.build`); the activity kinds ``app_open`` and ``signup`` are part of it. Times are hours, as in
+the events.
 
 :class:`TriggerEngine` evaluates the rules: `on_event` (one event) fires the timers due before the event and
 then applies it; `feed` does the same for a batch in time order, in one state transaction (the service's
 ``POST /events``); `advance` fires the timers due by a time (``POST /events/flush`` and the service's tick);
 :func:`replay` runs a whole event file or frame. A firing passes, in order: the rule's cooldown per customer, the
 engine's contact cap per customer (sent messages in a window), the decision (any ``decide(customer_id,
-context)``: the service's `serving.decider.Decider.decide`, or `serving.trigger_decide.PolicyDecider` around the
-pure policy), a channel check (the rule's channels and arms) and a consent check (the customers' consent flags,
-when the engine has them) before the channel adapter (`serving.trigger_channels`) sends. Each firing is returned
-and kept in ``engine.firings`` (the last `keep` of them) with its status: ``sent``, ``no_offer``, ``cooldown``,
-``capped``, ``blocked_channel``, ``blocked_consent`` or ``failed``.
+context)``: the service's `offerlift.serving.decider.Decider.decide`, or
+`offerlift.serving.trigger_decide.PolicyDecider` around the pure policy), a channel check (the rule's channels and
+arms) and a consent check (the customers' consent flags, when the engine has them) before the channel adapter
+(`offerlift.serving.trigger_channels`) sends. Each firing is returned and kept in ``engine.firings`` (the last `keep`
+of them) with its status: ``sent``, ``no_offer``, ``cooldown``, ``capped``, ``blocked_channel``, ``blocked_consent``
+or ``failed``.
 
 The state (timers, buyers, last firings, sent messages, the stream's clock) lives in memory by default, or in
-SQLite (`serving.trigger_state.SqliteState`) when several processes share it. Events older than the stream's
+SQLite (`offerlift.serving.trigger_state.SqliteState`) when several processes share it. Events older than the stream's
 time are refused (``late="reject"``, replays) or applied without moving the clock (``late="apply"``, the
 service: a late order still cancels a timer that has not fired yet).
 """
@@ -36,9 +38,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.errors import ConfigError, DataError, SchemaError
-from features.schema import timed_table
-from serving.trigger_channels import (
+from offerlift.features.errors import ConfigError, DataError, SchemaError
+from offerlift.features.schema import timed_table
+from offerlift.serving.trigger_channels import (
     ChannelAdapter,
     FileAdapter,
     LogAdapter,
@@ -47,7 +49,7 @@ from serving.trigger_channels import (
     SendResult,
     make_adapter,
 )
-from serving.trigger_decide import (
+from offerlift.serving.trigger_decide import (
     Decide,
     PolicyDecider,
     Scores,
@@ -55,8 +57,8 @@ from serving.trigger_decide import (
     as_decision,
     constant_scores,
 )
-from serving.trigger_rules import ACTIVE_NO_ORDER, NEW_NO_FIRST_ORDER, TriggerRule, load_trigger_rules
-from serving.trigger_state import MemoryState, SqliteState, Timer, TriggerState
+from offerlift.serving.trigger_rules import ACTIVE_NO_ORDER, NEW_NO_FIRST_ORDER, TriggerRule, load_trigger_rules
+from offerlift.serving.trigger_state import MemoryState, SqliteState, Timer, TriggerState
 
 __all__ = [
     "ACTIVE_NO_ORDER",

@@ -1,6 +1,6 @@
 """The A/B report of a campaign: treated groups against the holdout, per arm and overall.
 
-Input is the attributed decision table (`features.attribution.attribute`): one row per decision with its arm,
+Input is the attributed decision table (`offerlift.features.attribution.attribute`): one row per decision with its arm,
 group (holdout, explore, exploit), outcomes (buy, spend, redeem) and optionally a pre-period covariate for CUPED.
 Profit of a decision = margin * spend - redeem cost of its arm * redeemed - contact cost of its arm.
 
@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from features.catalog import Catalog
-from features.errors import DataError
+from offerlift.features.catalog import Catalog
+from offerlift.features.errors import DataError
 
 TREATED = ("explore", "exploit")
 

@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.eligibility import reachable_arms
-from features.experiment import Experiment
-from features.scoring import ArmScorer
-from training import metrics as um
-from training.policy_value import compare_policies
+from offerlift.features.eligibility import reachable_arms
+from offerlift.features.experiment import Experiment
+from offerlift.models.scoring import ArmScorer
+from offerlift.training import metrics as um
+from offerlift.training.policy_value import compare_policies
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ def cross_fit(
 ) -> HeldOut:
     """Fit on all folds but one and score the held-out fold with the exported scorer, for every fold.
 
-    `fit(X, arms, outcomes, propensity)` returns a scorer spec (as `training.train.fit_spec` does).
+    `fit(X, arms, outcomes, propensity)` returns a scorer spec (as `offerlift.training.train.fit_spec` does).
     """
     import time
 

@@ -1,4 +1,4 @@
-"""Turn fitted learners into the plain-data scorer spec that `features.scoring.ArmScorer` runs.
+"""Turn fitted learners into the plain-data scorer spec that `offerlift.models.scoring.ArmScorer` runs.
 
 The spec holds LightGBM model strings and the arithmetic that combines them, so serving scores a model without
 importing `training/`. `check_export` proves, on given rows, that the spec predicts what the learner predicts.
@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.catalog import Catalog
-from features.errors import ModelError, NotFittedError
-from features.scoring import FORMAT, ArmScorer, FeatureSpec
-from training.learners import DRLearner, SLearner, TLearner, XLearner
-from training.learners_base import UpliftLearnerBase
+from offerlift.features.catalog import Catalog
+from offerlift.features.errors import ModelError, NotFittedError
+from offerlift.models.scoring import FORMAT, ArmScorer, FeatureSpec
+from offerlift.training.learners import DRLearner, SLearner, TLearner, XLearner
+from offerlift.training.learners_base import UpliftLearnerBase
 
 
 def feature_spec(learner: UpliftLearnerBase) -> FeatureSpec:

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from features.catalog import CONTROL_ARM, Catalog
-from features.errors import ConfigError, DataError
-from training.learners_base import (
+from offerlift.features.catalog import CONTROL_ARM, Catalog
+from offerlift.features.errors import ConfigError, DataError
+from offerlift.training.learners_base import (
     UpliftLearnerBase,
     arm_shares,
     effect_params,

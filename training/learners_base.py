@@ -1,6 +1,6 @@
 """Shared machinery of the uplift meta-learners: input checks, feature encoding and LightGBM glue.
 
-The learners in :mod:`training.learners` convert the feature frame to one float64 numpy matrix at the
+The learners in :mod:`offerlift.training.learners` convert the feature frame to one float64 numpy matrix at the
 start of ``fit`` and ``predict`` (categorical columns become their integer codes, with the categories
 learned in ``fit``) and from then on work on numpy only, calling LightGBM's native API.
 """
@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
-from features.catalog import CONTROL_ARM
-from features.errors import ConfigError, DataError, NotFittedError
+from offerlift.features.catalog import CONTROL_ARM
+from offerlift.features.errors import ConfigError, DataError, NotFittedError
 
 log = logging.getLogger(__name__)
 

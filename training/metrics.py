@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
-from features.errors import ConfigError, DataError
-from training.policy_value import bootstrap_counts
+from offerlift.features.errors import ConfigError, DataError
+from offerlift.training.policy_value import bootstrap_counts
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
 
-from features.errors import ConfigError, DataError
-from training.metrics import perfect_qini_curve, qini_auc_score, qini_curve, qini_curve_band
+from offerlift.features.errors import ConfigError, DataError
+from offerlift.training.metrics import perfect_qini_curve, qini_auc_score, qini_curve, qini_curve_band
 
 MODEL_COLOR = "#1f5f99"
 PREDICTED_COLOR = "#d9822b"
@@ -61,7 +61,7 @@ def _z(level: float) -> float:
 def _need_columns(table: pd.DataFrame, columns: list[str], what: str) -> None:
     missing = [c for c in columns if c not in table.columns]
     if missing:
-        raise DataError(f"{what} table lacks columns {missing}; build it with training.metrics")
+        raise DataError(f"{what} table lacks columns {missing}; build it with offerlift.training.metrics")
 
 
 def plot_qini_curve(

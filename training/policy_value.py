@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.catalog import CONTROL_ARM
-from features.errors import ConfigError, DataError, PolicyError
+from offerlift.features.catalog import CONTROL_ARM
+from offerlift.features.errors import ConfigError, DataError, PolicyError
 
 log = logging.getLogger(__name__)
 

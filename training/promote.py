@@ -2,8 +2,8 @@
 
 Both models' greedy policies (allowed arms only) are valued off-policy on the same logged decisions (every
 decision carries the probability with which it was drawn): a paired doubly robust difference
-(`training.policy_value.paired_difference`), exactly 0 on the units where the two policies choose the same arm.
-The reward model of the DR estimate belongs to neither candidate, so neither can sway its own judgement: a
+(`offerlift.training.policy_value.paired_difference`), exactly 0 on the units where the two policies choose the same
+arm. The reward model of the DR estimate belongs to neither candidate, so neither can sway its own judgement: a
 LightGBM regression of the realized profit on the features and the arm's catalog features, cross-fitted over
 customers (each unit's prediction comes from a fit on the other customers' units), or each arm's mean profit.
 Its standard error is cluster-robust by customer, widened by ``se_inflation`` (1.2): with importance weights of
@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.errors import ConfigError
-from features.registry import CHAMPION, RegistrySettings, activate, set_alias
-from features.scoring import ArmScorer
-from training.evaluate import customer_folds, greedy_arms
-from training.policy_value import paired_difference
+from offerlift.features.errors import ConfigError
+from offerlift.models.registry import CHAMPION, RegistrySettings, activate, set_alias
+from offerlift.models.scoring import ArmScorer
+from offerlift.training.evaluate import customer_folds, greedy_arms
+from offerlift.training.policy_value import paired_difference
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +125,8 @@ def reward_predictions(
     """
     import lightgbm as lgb
 
-    from training.learners import structured_arm_features
-    from training.learners_base import FeatureEncoder
+    from offerlift.training.learners import structured_arm_features
+    from offerlift.training.learners_base import FeatureEncoder
 
     enc = FeatureEncoder().fit(features)
     X = enc.transform(features)

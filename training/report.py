@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from matplotlib.figure import Figure
 
-from features.experiment import Experiment
-from training import metrics as um
-from training import plots
-from training.evaluate import HeldOut, _is_binary, realized_profit
+from offerlift.features.experiment import Experiment
+from offerlift.training import metrics as um
+from offerlift.training import plots
+from offerlift.training.evaluate import HeldOut, _is_binary, realized_profit
 
 
 def evaluation_figures(

@@ -20,13 +20,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.catalog import Catalog
-from features.errors import ConfigError
-from features.experiment import Experiment
-from features.registry import CHALLENGER, CHAMPION, RegistrySettings, activate, alias_version, set_alias
-from training.evaluate import HeldOut, cross_fit, policy_report, ranking_report, summarize
-from training.export import check_export, scorer_spec
-from training.learners import make_learner, structured_arm_features
+from offerlift.features.catalog import Catalog
+from offerlift.features.errors import ConfigError
+from offerlift.features.experiment import Experiment
+from offerlift.models.registry import CHALLENGER, CHAMPION, RegistrySettings, activate, alias_version, set_alias
+from offerlift.training.evaluate import HeldOut, cross_fit, policy_report, ranking_report, summarize
+from offerlift.training.export import check_export, scorer_spec
+from offerlift.training.learners import make_learner, structured_arm_features
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,8 @@ class TrainConfig:
         seed: seed of folds, bootstrap and LightGBM.
         n_boot: bootstrap resamples of the policy-value CIs.
         structured_arms: S-learner only: the arm enters as its catalog features (coupon value, minimum spend,
-            channel indicators, contact cost; see `training.learners.structured_arm_features`) instead of one-hot
-            indicators, so that arms share strength; with `monotone`, buy, redeem and spend grow with the coupon
+            channel indicators, contact cost; see `offerlift.training.learners.structured_arm_features`) instead of
+            one-hot indicators, so that arms share strength; with `monotone`, buy, redeem and spend grow with the coupon
             value, buy and redeem fall with the minimum spend (and a by-arm basket grows with it).
         hurdle: model the value outcome as P(buy) * E[value | buy]: a "buy" model on every unit and a "basket"
             model on the buyers only (arm-free unless `basket_by_arm`); the spec composes them (`value_from`).
@@ -308,7 +308,7 @@ def log_and_register(result: TrainResult, exp: Experiment, config: TrainConfig, 
     sets ``result.run_id``, ``model_uri`` and ``version``."""
     import mlflow
 
-    from features.model_io import log_scorer_model
+    from offerlift.models.model_io import log_scorer_model
 
     activate(registry)
     with mlflow.start_run(run_name=f"{exp.name}-{config.learner}") as run, tempfile.TemporaryDirectory() as tmp:
@@ -344,7 +344,7 @@ def _log_plots(result: TrainResult, exp: Experiment, tmp: Path) -> None:
     if result.held_out is None:
         return
     try:
-        from training.report import evaluation_figures
+        from offerlift.training.report import evaluation_figures
     except ImportError:  # pragma: no cover - plots are optional until the plotting module lands
         return
     import mlflow

@@ -2,11 +2,11 @@
 
 `fit_dask_spec` takes a dask DataFrame of units (feature columns, the assigned arm, outcome columns), fits one
 distributed LightGBM model per outcome (S-learner: features plus the arm's features, all arms in one model) or
-per outcome and arm (T-learner), with the same LightGBM parameters as `training.learners`, and exports them to
-the scorer spec that `features.scoring.ArmScorer` runs (the format of `training.export.scorer_spec`).
+per outcome and arm (T-learner), with the same LightGBM parameters as `offerlift.training.learners`, and exports them to
+the scorer spec that `offerlift.models.scoring.ArmScorer` runs (the format of `offerlift.training.export.scorer_spec`).
 
-On one machine, `training.train_large.fit_large_spec` is faster and leaner (benchmarks/results/batch.md: 1M rows
-in 28s at 0.9 GB against 41s at 2.2 GB here, on a LocalCluster of 1 worker x 2 threads).
+On one machine, `offerlift.training.train_large.fit_large_spec` is faster and leaner (benchmarks/results/batch.md: 1M
+rows in 28s at 0.9 GB against 41s at 2.2 GB here, on a LocalCluster of 1 worker x 2 threads).
 
 Without a client, the current dask client is used (``distributed.default_client()``); start one with
 ``distributed.Client(LocalCluster(...))`` or a scheduler address.
@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.catalog import Catalog
-from features.errors import ConfigError, DataError
-from features.scoring import FORMAT, ArmScorer, FeatureSpec
-from training.learners_base import lgb_params
+from offerlift.features.catalog import Catalog
+from offerlift.features.errors import ConfigError, DataError
+from offerlift.models.scoring import FORMAT, ArmScorer, FeatureSpec
+from offerlift.training.learners_base import lgb_params
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def fit_dask_spec(
         value_outcome: the outcome that carries money value (one of `outcomes`).
         feature_columns: model features, in order.
         learner: "s" (one model per outcome) or "t" (one model per outcome and arm).
-        params: LightGBM parameters over `training.learners_base.DEFAULT_LGB_PARAMS`.
+        params: LightGBM parameters over `offerlift.training.learners_base.DEFAULT_LGB_PARAMS`.
         seed: LightGBM seed.
         client: a dask distributed Client (default: the current one).
         metadata: stored in the spec.

@@ -1,9 +1,9 @@
 """Training the S-learner on many rows on one machine, from Parquet, without pandas frames or copies of the data.
 
-`fit_large_spec` fits the same model as `training.train.fit_spec` with ``TrainConfig(learner="s")`` (one LightGBM
-booster per outcome on the features followed by the arm's features: one-hot of the treatment arms and the coupon
-value, or the coupon value alone with ``monotone``) and returns the same scorer spec. LightGBM bins the rows once;
-every outcome trains on that one binned Dataset with its own label. Two ways to feed LightGBM the rows:
+`fit_large_spec` fits the same model as `offerlift.training.train.fit_spec` with ``TrainConfig(learner="s")`` (one
+LightGBM booster per outcome on the features followed by the arm's features: one-hot of the treatment arms and the
+coupon value, or the coupon value alone with ``monotone``) and returns the same scorer spec. LightGBM bins the rows
+once; every outcome trains on that one binned Dataset with its own label. Two ways to feed LightGBM the rows:
 
 - ``construct="sequence"`` (default): `ParquetRows`, a `lightgbm.Sequence`, decodes one record batch at a time
   while LightGBM samples and bins the rows (the file is read twice); no matrix at all: peak memory is about the
@@ -17,7 +17,7 @@ With float64 values (``construct="sequence"``, or ``dtype=np.float64``) the boos
 are rounded first, so values float32 cannot tell apart share a bin and the trees can differ: a different model of
 the same kind (on 4,000 simulated units, spend predictions up to 29 apart at correlation 0.997).
 
-For data beyond one machine, `training.train_dask.fit_dask_spec` trains with lightgbm.dask on a cluster.
+For data beyond one machine, `offerlift.training.train_dask.fit_dask_spec` trains with lightgbm.dask on a cluster.
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from features.catalog import Catalog
-from features.errors import ConfigError, DataError
-from features.scoring import FORMAT, ArmScorer, FeatureSpec
-from training.learners_base import lgb_params
+from offerlift.features.catalog import Catalog
+from offerlift.features.errors import ConfigError, DataError
+from offerlift.models.scoring import FORMAT, ArmScorer, FeatureSpec
+from offerlift.training.learners_base import lgb_params
 
 log = logging.getLogger(__name__)
 
@@ -267,8 +267,8 @@ class ParquetRows(lgb.Sequence):
 
 
 def s_arm_table(catalog: Catalog, monotone: bool = False) -> np.ndarray:
-    """The S-learner's arm features, as `training.learners.SLearner` with ``arm_values`` = coupon values: one-hot
-    of the treatment arms and the coupon value, or (``monotone``) the coupon value alone."""
+    """The S-learner's arm features, as `offerlift.training.learners.SLearner` with ``arm_values`` = coupon values:
+    one-hot of the treatment arms and the coupon value, or (``monotone``) the coupon value alone."""
     values = np.array([a.coupon_value for a in catalog.arms], dtype=np.float64)[:, None]
     if monotone:
         return values
@@ -327,7 +327,7 @@ def fit_large_spec(
         outcomes: outcome columns to model; 0/1 columns get a binary objective and predictions clipped to [0, 1].
         value_outcome: the outcome that carries money value (one of `outcomes`).
         feature_columns: model features, in order.
-        params: LightGBM parameters over `training.learners_base.DEFAULT_LGB_PARAMS`.
+        params: LightGBM parameters over `offerlift.training.learners_base.DEFAULT_LGB_PARAMS`.
         seed: LightGBM seed.
         monotone: the arm enters as its coupon value only, predictions non-decreasing in it.
         dtype: of the ``construct="matrix"`` matrix: np.float32 (half the memory) or np.float64 (boosters identical

@@ -6,13 +6,14 @@ every trial) and after each fold reports the objective on that fold's held-out r
 a bad trial early. The trial's value is the objective on the pooled held-out predictions of all folds:
 
 - ``policy_value``: incremental profit per unit of the greedy policy against no offer to anyone, by IPS (or
-  SNIPS/DR, ``estimator``), as ``training.evaluate.policy_report`` computes it (metric ``<estimator>_vs_control``);
+  SNIPS/DR, ``estimator``), as ``offerlift.training.evaluate.policy_report`` computes it (metric
+  ``<estimator>_vs_control``);
 - ``qini``: the mean Qini AUC (scikit-uplift definition) over treatment arms, as ``ranking_report`` computes it.
 
 No number comes from rows a model was fitted on. The study lives in SQLite (default ``mlruns/optuna.db``, next to
 the MLflow store) and resumes when `tune` is called again with the same study name. With a registry, each trial
 is logged as a nested MLflow run, and the best configuration is trained and registered by
-``training.train.train_model`` (alias ``challenger``).
+``offerlift.training.train.train_model`` (alias ``challenger``).
 """
 
 from __future__ import annotations
@@ -26,14 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from features.errors import ConfigError, ModelError, OfferliftError
-from features.experiment import Experiment
-from features.registry import REPO_ROOT, RegistrySettings, activate
-from features.scoring import ArmScorer
-from training import metrics as um
-from training.evaluate import _is_binary, allowed_mask, customer_folds, greedy_arms, realized_profit
-from training.policy_value import compare_policies
-from training.train import TrainConfig, TrainResult, fit_spec, outcome_plan, train_model
+from offerlift.features.errors import ConfigError, ModelError, OfferliftError
+from offerlift.features.experiment import Experiment
+from offerlift.models.registry import REPO_ROOT, RegistrySettings, activate
+from offerlift.models.scoring import ArmScorer
+from offerlift.training import metrics as um
+from offerlift.training.evaluate import _is_binary, allowed_mask, customer_folds, greedy_arms, realized_profit
+from offerlift.training.policy_value import compare_policies
+from offerlift.training.train import TrainConfig, TrainResult, fit_spec, outcome_plan, train_model
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ SPACE: dict[str, tuple[float, float, bool, bool]] = {
     "bagging_fraction": (0.5, 1.0, False, False),
 }
 
-#: The first trial of a new study: the learners' defaults (``training.learners_base.DEFAULT_LGB_PARAMS``).
+#: The first trial of a new study: the learners' defaults (``offerlift.training.learners_base.DEFAULT_LGB_PARAMS``).
 DEFAULT_TRIAL = {
     "learner": "t",
     "num_iterations": 200,
@@ -113,9 +114,9 @@ class Fold:
 def iter_folds(exp: Experiment, config: TrainConfig, n_folds: int, seed: int) -> Iterator[Fold]:
     """Cross-fit fold by fold: fit `config` on all folds but one, score the held-out fold, yield it.
 
-    The folds are ``training.evaluate.customer_folds`` (grouped by customer, seeded), and the fit and scoring are
-    those of ``training.evaluate.cross_fit`` (``fit_spec``, then the exported ``ArmScorer``), so pooling every fold
-    gives the same held-out predictions as ``cross_fit``.
+    The folds are ``offerlift.training.evaluate.customer_folds`` (grouped by customer, seeded), and the fit and
+    scoring are those of ``offerlift.training.evaluate.cross_fit`` (``fit_spec``, then the exported ``ArmScorer``), so
+    pooling every fold gives the same held-out predictions as ``cross_fit``.
     """
     units = exp.units()
     X = exp.features.loc[units.index]
@@ -157,7 +158,7 @@ def subset_experiment(exp: Experiment, rows: np.ndarray) -> Experiment:
 
 @dataclass(frozen=True)
 class HeldOutEvaluator:
-    """The objective on held-out predictions of any subset of units, computed as ``training.evaluate`` does.
+    """The objective on held-out predictions of any subset of units, computed as ``offerlift.training.evaluate`` does.
 
     Built once per study from the experiment (arms, propensities, realized profit, reachable arms, the binary
     outcome of the Qini): ``policy_value`` is ``compare_policies`` of the greedy policy (``greedy_arms``), metric
@@ -345,7 +346,7 @@ def _check_args(
 
 
 def _study_attrs(exp: Experiment, objective: str, estimator: str, n_folds: int, seed: int) -> dict[str, Any]:
-    from training.train import data_fingerprint
+    from offerlift.training.train import data_fingerprint
 
     return {
         "dataset": exp.name,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.abuse import (
+from offerlift.features.abuse import (
     AbuseModel,
     AbusePolicy,
     AbuseRules,
@@ -19,9 +19,9 @@ from features.abuse import (
     identity_flags,
     rule_score,
 )
-from features.errors import ConfigError, DataError, NotFittedError, SchemaError
-from features.simworld import SimWorld
-from features.simworld_config import load_world_spec
+from offerlift.features.errors import ConfigError, DataError, NotFittedError, SchemaError
+from offerlift.simworld.config import load_world_spec
+from offerlift.simworld.world import SimWorld
 
 CATALOG = load_world_spec()[0]  # offers c3 (min 15), c5 (30), c10 (60), c20 (120), c40 (250)
 

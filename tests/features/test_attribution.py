@@ -7,7 +7,7 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.attribution import attribute
+from offerlift.features.attribution import attribute
 
 
 def reference(decisions: pd.DataFrame, events: pd.DataFrame, window: float) -> dict[str, float]:

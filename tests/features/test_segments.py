@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.stats import spearmanr
 
-from features.errors import ConfigError, SchemaError
-from features.segments import (
+from offerlift.features.errors import ConfigError, SchemaError
+from offerlift.features.segments import (
     RFM_SEGMENTS,
     build_segments,
     channel_affinity,
@@ -26,7 +26,7 @@ from features.segments import (
     select,
     tag_counts,
 )
-from features.simworld import SimWorld
+from offerlift.simworld.world import SimWorld
 
 
 def ev(rows: list[tuple]) -> pd.DataFrame:

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from features.errors import ConfigError, DataError, DataNotFoundError, SchemaError
-from features.starbucks import load_starbucks, offer_key, parse_transcript
+from offerlift.features.errors import ConfigError, DataError, DataNotFoundError, SchemaError
+from offerlift.features.starbucks import load_starbucks, offer_key, parse_transcript
 
 PORTFOLIO = [
     {"reward": 10, "channels": ["email"], "difficulty": 10, "duration": 7.0, "offer_type": "bogo", "id": "aaa"},

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.errors import DataError
-from features.store import OnlineStore, records_equal
+from offerlift.features.errors import DataError
+from offerlift.features.store import OnlineStore, records_equal
 
 
 def frame() -> pd.DataFrame:
@@ -53,9 +53,9 @@ def test_records_equal_tolerates_float_noise_not_differences():
 
 def test_store_serves_exactly_what_the_offline_builder_computes(tmp_path):
     """Training features (offline builder at time t) equal the online store's features refreshed at t."""
-    from features.build import build_features
-    from features.simworld import SimWorld
-    from features.store import refresh_store
+    from offerlift.features.build import build_features
+    from offerlift.features.store import refresh_store
+    from offerlift.simworld.world import SimWorld
 
     world = SimWorld.default(n_customers=400, seed=5)
     events = world.history_events()
@@ -73,8 +73,8 @@ def test_store_serves_exactly_what_the_offline_builder_computes(tmp_path):
 
 def test_refresh_keeps_columns_the_builder_does_not_make(tmp_path):
     """A refresh replaces the builder's features but keeps merged-in columns such as the abuse risk."""
-    from features.simworld import SimWorld
-    from features.store import refresh_store
+    from offerlift.features.store import refresh_store
+    from offerlift.simworld.world import SimWorld
 
     world = SimWorld.default(n_customers=200, seed=6)
     events = world.history_events()

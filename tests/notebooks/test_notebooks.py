@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from features.errors import DataNotFoundError
+from offerlift.features.errors import DataNotFoundError
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -35,8 +35,8 @@ def kernel_env(tmp_path_factory):
 
 
 def _data_available(name: str) -> bool:
-    from features.hillstrom import locate_hillstrom
-    from features.starbucks import locate_starbucks
+    from offerlift.features.hillstrom import locate_hillstrom
+    from offerlift.features.starbucks import locate_starbucks
 
     try:
         {"hillstrom": locate_hillstrom, "starbucks": locate_starbucks}[name]()

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 
 import offerlift.api as ol
-from features.errors import ConfigError
-from features.scoring import ArmScorer
-from training.evaluate import greedy_arms
-from training.train import SIMULATED_PARAMS, TrainResult
+from offerlift.features.errors import ConfigError
+from offerlift.models.scoring import ArmScorer
+from offerlift.training.evaluate import greedy_arms
+from offerlift.training.train import SIMULATED_PARAMS, TrainResult
 
 FAST = {"num_iterations": 20, "num_leaves": 7, "min_data_in_leaf": 20}
 
@@ -91,7 +91,7 @@ def test_recommendations_are_the_greedy_allowed_arms(res):
 
 def _reference_uplift(res, arm):
     """Weighted mean profit of the arm minus that of the control, weights 1 / propensity (by hand)."""
-    from training.evaluate import realized_profit
+    from offerlift.training.evaluate import realized_profit
 
     units = res.experiment.units()
     profit = realized_profit(res.experiment, "spend")

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.registry import CHAMPION, RegistrySettings, alias_version, resolve_tracking_uri
 from offerlift.loop import LoopConfig, run_loop
-from serving.decision_log import DecisionLog
-from training.train import TrainConfig
+from offerlift.models.registry import CHAMPION, RegistrySettings, alias_version, resolve_tracking_uri
+from offerlift.serving.decision_log import DecisionLog
+from offerlift.training.train import TrainConfig
 
 FAST = {"num_iterations": 20, "num_leaves": 7, "min_data_in_leaf": 20}
 

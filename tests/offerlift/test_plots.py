@@ -10,10 +10,10 @@ import pytest
 from matplotlib.figure import Figure
 
 import offerlift.api as ol
-from features.errors import ConfigError, DataError
 from offerlift import plots
-from training import metrics as um
-from training.evaluate import realized_profit
+from offerlift.features.errors import ConfigError, DataError
+from offerlift.training import metrics as um
+from offerlift.training.evaluate import realized_profit
 
 FAST = {"num_iterations": 20, "num_leaves": 7, "min_data_in_leaf": 20}
 PNG = b"\x89PNG"

@@ -2,7 +2,7 @@
 
 `tiny_spec` fits a T-learner style scorer spec (one small LightGBM booster per arm and outcome) on simulated
 customers with the simulated world's 20-arm catalog. `Registry` logs such specs with
-`features.model_io.log_scorer_model` in a temporary MLflow store and moves the alias "champion".
+`offerlift.models.model_io.log_scorer_model` in a temporary MLflow store and moves the alias "champion".
 `ServiceProcess` runs the real service (``bentoml serve``) on a free loopback port.
 """
 
@@ -26,11 +26,11 @@ import psutil
 import pytest
 import yaml
 
-from features.catalog import Catalog
-from features.registry import CHAMPION, MODEL_NAME, activate, resolve_tracking_uri, set_alias
-from features.scoring import FORMAT, FeatureSpec
-from features.simworld_config import load_world_spec
-from features.store import OnlineStore
+from offerlift.features.catalog import Catalog
+from offerlift.features.store import OnlineStore
+from offerlift.models.registry import CHAMPION, MODEL_NAME, activate, resolve_tracking_uri, set_alias
+from offerlift.models.scoring import FORMAT, FeatureSpec
+from offerlift.simworld.config import load_world_spec
 
 REPO = Path(__file__).resolve().parents[2]
 API_KEY = "test-key-0123456789"
@@ -117,7 +117,7 @@ class Registry:
         """Log `spec` as a new model version; with `champion`, point the alias at it. Returns the version."""
         import mlflow
 
-        from features.model_io import log_scorer_model
+        from offerlift.models.model_io import log_scorer_model
 
         activate(self.settings)
         with mlflow.start_run():
@@ -170,7 +170,7 @@ def service_config(tmp: Path, reg: Registry, /, **overrides: Any) -> Path:
 
 
 class ServiceProcess:
-    """``bentoml serve serving.service:OfferLift`` on 127.0.0.1 in its own process group."""
+    """``bentoml serve offerlift.serving.service:OfferLift`` on 127.0.0.1 in its own process group."""
 
     def __init__(self, config: Path, port: int, log_path: Path, env: dict[str, str] | None = None):
         self.config, self.port, self.log_path = config, port, log_path
@@ -187,7 +187,7 @@ class ServiceProcess:
     def start(self, timeout: float = 90.0) -> ServiceProcess:
         """Start and wait until /readyz answers 200."""
         bentoml = str(Path(sys.executable).with_name("bentoml"))
-        cmd = [bentoml, "serve", "serving.service:OfferLift", "--host", "127.0.0.1", "--port", str(self.port)]
+        cmd = [bentoml, "serve", "offerlift.serving.service:OfferLift", "--host", "127.0.0.1", "--port", str(self.port)]
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=out, stderr=out, start_new_session=True)
         deadline = time.monotonic() + timeout

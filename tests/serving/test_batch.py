@@ -9,12 +9,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from features.errors import DataNotFoundError, SchemaError
-from features.scoring import ArmScorer
-from serving.batch import draws, input_columns, iter_frames, run_batch, write_customer_file
-from serving.decider import expected_cost
-from serving.policy import PolicyConfig, decide, holdout_unit
-from serving.rules import Rules, allowed_arms
+from offerlift.features.errors import DataNotFoundError, SchemaError
+from offerlift.models.scoring import ArmScorer
+from offerlift.serving.batch import draws, input_columns, iter_frames, run_batch
+from offerlift.serving.decider import expected_cost
+from offerlift.serving.policy import PolicyConfig, decide, holdout_unit
+from offerlift.serving.rules import Rules, allowed_arms
+from offerlift.simworld.customers import write_customer_file
 from tests.serving.conftest import customers_frame, tiny_spec
 
 N = 1500
@@ -141,7 +142,7 @@ def test_customer_file_has_model_rule_and_contact_columns(scorer, customers):
 
 
 def test_compiled_trees_give_identical_decisions_and_are_cached(scorer, customers, tmp_path):
-    compiled_mod = pytest.importorskip("serving.compiled")
+    compiled_mod = pytest.importorskip("offerlift.models.compiled")
     if not compiled_mod.available():
         pytest.skip("lleaves is not installed")
     cache = tmp_path / "compiled"

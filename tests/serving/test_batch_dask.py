@@ -5,11 +5,12 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from features.scoring import ArmScorer
-from serving.batch import run_batch, write_customer_file
-from serving.batch_dask import partitions, run_batch_dask
-from serving.policy import PolicyConfig
-from serving.rules import Rules
+from offerlift.models.scoring import ArmScorer
+from offerlift.serving.batch import run_batch
+from offerlift.serving.batch_dask import partitions, run_batch_dask
+from offerlift.serving.policy import PolicyConfig
+from offerlift.serving.rules import Rules
+from offerlift.simworld.customers import write_customer_file
 from tests.serving.conftest import tiny_spec
 
 pytest.importorskip("distributed")

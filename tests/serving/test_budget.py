@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-from features.errors import ConfigError, PolicyError
-from serving.budget import (
+from offerlift.features.errors import ConfigError, PolicyError
+from offerlift.serving.budget import (
     REL_GAP,
     Breakpoints,
     PriceSolver,
@@ -21,7 +21,7 @@ from serving.budget import (
     plot_spend_curve,
     spend_curve,
 )
-from serving.policy import PolicyConfig, decide
+from offerlift.serving.policy import PolicyConfig, decide
 
 NO_RANDOM = PolicyConfig(holdout=0.0, explore=0.0)
 

@@ -7,11 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.scoring import ArmScorer
-from features.store import OnlineStore
-from serving.decide_many import decide_logged
-from serving.decider import Decider
-from serving.settings import load_settings
+from offerlift.features.store import OnlineStore
+from offerlift.models.scoring import ArmScorer
+from offerlift.serving.decide_many import decide_logged
+from offerlift.serving.decider import Decider
+from offerlift.serving.settings import load_settings
 from tests.serving.conftest import customers_frame, tiny_spec
 
 LOGGED_N = 120

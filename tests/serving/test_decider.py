@@ -13,16 +13,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features.errors import ConfigError, ModelError
-from features.registry import alias_version
-from features.scoring import ArmScorer
-from features.store import OnlineStore
-from serving.cli_serve import command, environment, prepare
-from serving.decider import Champion, Checkpointer, Decider, expected_cost, hash_id
-from serving.policy import holdout_unit
-from serving.rules import Rules, allowed_arms
-from serving.settings import SETTINGS_ENV, load_settings, settings_from_env
-from serving.store_columns import merge_columns
+from offerlift.features.errors import ConfigError, ModelError
+from offerlift.features.store import OnlineStore
+from offerlift.models.registry import alias_version
+from offerlift.models.scoring import ArmScorer
+from offerlift.serving.cli_serve import command, environment, prepare
+from offerlift.serving.decider import Champion, Checkpointer, Decider, expected_cost, hash_id
+from offerlift.serving.policy import holdout_unit
+from offerlift.serving.rules import Rules, allowed_arms
+from offerlift.serving.settings import SETTINGS_ENV, load_settings, settings_from_env
+from offerlift.serving.store_columns import merge_columns
 from tests.serving.conftest import API_KEY, fill_store, tiny_spec
 
 SPEC = tiny_spec(seed=0, trees=2)
@@ -384,7 +384,7 @@ def test_refresh_keeps_the_current_model_when_the_new_one_fails(tmp_path, store_
 
 def test_logs_hash_customer_ids(tmp_path, store_path, specs, caplog):
     decider = make_decider(tmp_path, store_path, specs)
-    with caplog.at_level(logging.DEBUG, logger="serving"):
+    with caplog.at_level(logging.DEBUG, logger="offerlift.serving"):
         decider.decide("cust00042")
     assert "cust00042" not in caplog.text and hash_id("cust00042") in caplog.text
 
@@ -418,7 +418,7 @@ def test_settings_travel_to_the_workers_without_the_key():
     assert '"workers": 3' in env["BENTOML_CONFIG_OVERRIDES"]
     again = settings_from_env(env)
     assert again == settings and again.api_key.get_secret_value() == API_KEY
-    assert command(settings)[2:] == ["serving.service:OfferLift", "--host", "127.0.0.1", "--port", "3000"]
+    assert command(settings)[2:] == ["offerlift.serving.service:OfferLift", "--host", "127.0.0.1", "--port", "3000"]
 
 
 def test_real_registry_loads_the_champion_and_serve_refuses_without_one(tmp_path, store_path, registry, monkeypatch):

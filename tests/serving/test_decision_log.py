@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.errors import DataError
-from serving.decision_log import DecisionLog, LedgerState
+from offerlift.features.errors import DataError
+from offerlift.serving.decision_log import DecisionLog, LedgerState
 
 CAP = 2
 

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.errors import ConfigError, SchemaError
-from serving.monitor import (
+from offerlift.features.errors import ConfigError, SchemaError
+from offerlift.serving.monitor import (
     METRICS,
     CampaignRule,
     Detector,

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.errors import ConfigError
-from serving.pacing import PacingConfig, PacingState, spend_error, update_price
-from serving.policy import PolicyConfig, decide
+from offerlift.features.errors import ConfigError
+from offerlift.serving.pacing import PacingConfig, PacingState, spend_error, update_price
+from offerlift.serving.policy import PolicyConfig, decide
 
 CONFIG = PacingConfig(kp=20.0, ki=10.0, horizon_hours=1.0, max_price=10.0)
 shares = st.floats(0.0, 1.0)

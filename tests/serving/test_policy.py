@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.catalog import Catalog
-from features.errors import ConfigError
-from serving.policy import PolicyConfig, decide, explain, holdout_unit
-from serving.rules import Rules, allowed_arms
+from offerlift.features.catalog import Catalog
+from offerlift.features.errors import ConfigError
+from offerlift.serving.policy import PolicyConfig, decide, explain, holdout_unit
+from offerlift.serving.rules import Rules, allowed_arms
 
 CATALOG = Catalog.from_dict(
     {

@@ -16,8 +16,8 @@ import httpx
 import psutil
 import pytest
 
-from features.registry import alias_version
-from serving.decision_log import DecisionLog
+from offerlift.models.registry import alias_version
+from offerlift.serving.decision_log import DecisionLog
 from tests.serving.conftest import (
     API_KEY,
     REPO,
@@ -159,10 +159,12 @@ def test_new_champion_is_picked_up_without_restart_or_failed_requests(service, r
 
 
 def test_serve_entry_point_starts_on_loopback_and_stops_everything_on_sigterm(workdir, registry, tmp_path):
-    """`serving.cli_serve.serve` (what `offerlift serve` runs): settings via the environment, a clean stop."""
+    """`offerlift.serving.cli_serve.serve` (what `offerlift serve` runs): settings via the environment, a clean stop."""
     port = free_port()
     config = service_config(tmp_path, registry, registry={"reload_interval_s": 0}, workers=1)
-    code = f"from serving.cli_serve import serve; raise SystemExit(serve(port={port}, config={str(config)!r}))"
+    code = (
+        f"from offerlift.serving.cli_serve import serve; raise SystemExit(serve(port={port}, config={str(config)!r}))"
+    )
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env.update({"OFFERLIFT_API_KEY": API_KEY, "BENTOML_DO_NOT_TRACK": "true"})
     with open(tmp_path / "serve.log", "wb") as out:
@@ -193,7 +195,7 @@ def test_bentoml_build_works_from_the_bentofile(tmp_path):
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     (bento,) = [p for p in (tmp_path / "bentoml" / "bentos" / "offerlift").iterdir() if p.name != "latest"]
     src = {p.relative_to(bento / "src").as_posix() for p in (bento / "src").rglob("*") if p.is_file()}
-    assert {"serving/service.py", "serving/config.yaml", "features/scoring.py"} <= src
+    assert {"serving/service.py", "serving/config.yaml", "models/scoring.py"} <= src
     assert not any(p.startswith(("training/", "tests/")) for p in src)
 
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from serving.decision_log import DecisionLog
+from offerlift.serving.decision_log import DecisionLog
 from tests.serving.conftest import Registry, ServiceProcess, fill_store, free_port, service_config
 from tests.serving.test_service_fuzz import any_json
 

@@ -11,13 +11,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features.errors import ConfigError, DataError, SchemaError
-from features.scoring import ArmScorer
-from features.simworld_config import load_world_spec
-from serving.decider import Decider
-from serving.rules import Rules
-from serving.settings import load_settings
-from serving.triggers import (
+from offerlift.features.errors import ConfigError, DataError, SchemaError
+from offerlift.models.scoring import ArmScorer
+from offerlift.serving.decider import Decider
+from offerlift.serving.rules import Rules
+from offerlift.serving.settings import load_settings
+from offerlift.serving.triggers import (
     ACTIVE_NO_ORDER,
     NEW_NO_FIRST_ORDER,
     FileAdapter,
@@ -34,6 +33,7 @@ from serving.triggers import (
     replay,
     signup_events,
 )
+from offerlift.simworld.config import load_world_spec
 from tests.serving.conftest import fill_store, tiny_spec
 
 CATALOG = load_world_spec()[0]

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.catalog import Catalog
-from features.errors import DataError
-from training.ab_report import ab_report, cuped, srm_check, welch, write_report
+from offerlift.features.catalog import Catalog
+from offerlift.features.errors import DataError
+from offerlift.training.ab_report import ab_report, cuped, srm_check, welch, write_report
 
 CAT = Catalog.from_dict(
     {

@@ -9,9 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.base import clone
 
-import training.learners as learners
-from features.errors import ConfigError, DataError, NotFittedError
-from training.learners import (
+import offerlift.training.learners as learners
+from offerlift.features.errors import ConfigError, DataError, NotFittedError
+from offerlift.training.learners import (
     DRLearner,
     SLearner,
     TLearner,
@@ -21,7 +21,7 @@ from training.learners import (
     stratified_folds,
     structured_arm_features,
 )
-from training.learners_base import FeatureEncoder, lgb_params
+from offerlift.training.learners_base import FeatureEncoder, lgb_params
 
 ARM_VALUES = {"none": 0.0, "c5": 5.0, "c10": 10.0}
 PARAMS = {"n_estimators": 40, "learning_rate": 0.1, "num_leaves": 15, "min_child_samples": 20, "n_jobs": 1}
@@ -514,7 +514,7 @@ def test_bad_arm_feature_settings_raise_config_errors(data: dict, kw: dict, need
 
 
 def test_structured_arm_features_of_the_simulated_catalog() -> None:
-    from features.simworld import SimWorld
+    from offerlift.simworld.world import SimWorld
 
     cat = SimWorld.default(10, seed=0).catalog
     table, names = structured_arm_features(cat)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.learners import aipw_pseudo_outcome
+from offerlift.training.learners import aipw_pseudo_outcome
 
 
 def test_pair_propensities_make_pseudo_outcomes_unbiased_with_unequal_arms():

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from features.errors import ConfigError, DataError
-from training.metrics import (
+from offerlift.features.errors import ConfigError, DataError
+from offerlift.training.metrics import (
     perfect_qini_curve,
     perfect_uplift_curve,
     qini_auc_score,

@@ -9,9 +9,9 @@ from matplotlib.collections import PolyCollection
 from matplotlib.container import BarContainer, ErrorbarContainer
 from matplotlib.figure import Figure
 
-from features.errors import DataError
-from training.metrics import qini_curve, uplift_by_decile, uplift_calibration
-from training.plots import plot_qini_curve, plot_uplift_by_decile, plot_uplift_calibration, save_figure
+from offerlift.features.errors import DataError
+from offerlift.training.metrics import qini_curve, uplift_by_decile, uplift_calibration
+from offerlift.training.plots import plot_qini_curve, plot_uplift_by_decile, plot_uplift_calibration, save_figure
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

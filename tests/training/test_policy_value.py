@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from features.errors import ConfigError, DataError, PolicyError
-from training.policy_value import (
+from offerlift.features.errors import ConfigError, DataError, PolicyError
+from offerlift.training.policy_value import (
     bootstrap_counts,
     bootstrap_means,
     compare_policies,
@@ -147,7 +147,7 @@ def test_bootstrap_means_match_explicit_resamples_and_chunking(monkeypatch):
     counts = np.vstack(list(bootstrap_counts(40, 30, seed=5)))
     explicit = np.array([np.repeat(values, c.astype(int), axis=0).mean(axis=0) for c in counts])
     np.testing.assert_allclose(bootstrap_means(values, 30, seed=5), explicit)
-    monkeypatch.setattr("training.policy_value._MAX_CELLS", 40 * 4)  # chunks of 4 rows
+    monkeypatch.setattr("offerlift.training.policy_value._MAX_CELLS", 40 * 4)  # chunks of 4 rows
     assert len(list(bootstrap_counts(40, 30, seed=5))) == 8
 
 
@@ -232,7 +232,7 @@ def test_bad_inputs_raise_errors_naming_them(call, error, match):
 
 
 def test_policy_difference_is_paired_and_signs_the_better_policy():
-    from training.policy_value import policy_difference
+    from offerlift.training.policy_value import policy_difference
 
     rng = np.random.default_rng(7)
     n = 20_000
@@ -246,7 +246,7 @@ def test_policy_difference_is_paired_and_signs_the_better_policy():
 
 
 def test_paired_difference_equals_dr_policy_difference_and_is_zero_where_policies_agree():
-    from training.policy_value import paired_difference, policy_difference
+    from offerlift.training.policy_value import paired_difference, policy_difference
 
     rng = np.random.default_rng(3)
     n, k = 4000, 4
@@ -267,7 +267,7 @@ def test_paired_difference_equals_dr_policy_difference_and_is_zero_where_policie
 
 
 def test_paired_difference_se_counts_a_cluster_once():
-    from training.policy_value import paired_difference
+    from offerlift.training.policy_value import paired_difference
 
     rng = np.random.default_rng(4)
     n = 3000

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from features.eligibility import reachable_arms
-from features.errors import ConfigError
-from features.scoring import ArmScorer
-from features.simworld import make_experiment
-from training.ab_report import decision_profit
-from training.promote import GateConfig, greedy_policy, judge, promote_if_better
-from training.train import TrainConfig, fit_spec
+from offerlift.features.eligibility import reachable_arms
+from offerlift.features.errors import ConfigError
+from offerlift.models.scoring import ArmScorer
+from offerlift.simworld.world import make_experiment
+from offerlift.training.ab_report import decision_profit
+from offerlift.training.promote import GateConfig, greedy_policy, judge, promote_if_better
+from offerlift.training.train import TrainConfig, fit_spec
 
 FAST = {"num_iterations": 60, "num_leaves": 7, "min_data_in_leaf": 50}
 

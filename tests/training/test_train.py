@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from features.errors import ConfigError, NotFittedError
-from features.model_io import load_model
-from features.registry import CHALLENGER, CHAMPION, alias_version, resolve_tracking_uri
-from features.scoring import ArmScorer
-from features.simworld import make_experiment
-from training.export import check_export, outcome_spec, scorer_spec
-from training.learners import make_learner
-from training.train import TrainConfig, fit_spec, outcome_plan, train_model
+from offerlift.features.errors import ConfigError, NotFittedError
+from offerlift.models.model_io import load_model
+from offerlift.models.registry import CHALLENGER, CHAMPION, alias_version, resolve_tracking_uri
+from offerlift.models.scoring import ArmScorer
+from offerlift.simworld.world import make_experiment
+from offerlift.training.export import check_export, outcome_spec, scorer_spec
+from offerlift.training.learners import make_learner
+from offerlift.training.train import TrainConfig, fit_spec, outcome_plan, train_model
 
 FAST = {"num_iterations": 15, "num_leaves": 7, "min_data_in_leaf": 20}
 
@@ -72,7 +72,7 @@ def test_train_registers_challenger_and_first_champion(exp, tmp_path):
 
 
 def test_held_out_predictions_come_from_other_folds(exp):
-    from training.evaluate import customer_folds
+    from offerlift.training.evaluate import customer_folds
 
     folds = customer_folds(exp.assignments["customer_id"].to_numpy(), 3, 0)
     assert set(np.unique(folds)) == {0, 1, 2}
@@ -88,7 +88,7 @@ def test_bad_config_is_named():
 
 
 def test_evaluation_figures_cover_the_most_frequent_arms(exp):
-    from training.report import evaluation_figures
+    from offerlift.training.report import evaluation_figures
 
     result = train_model(exp, TrainConfig(learner="t", params=FAST, n_folds=2, n_boot=20))
     figs = evaluation_figures(exp, result.held_out, max_arms=2, n_boot=10)
@@ -118,7 +118,7 @@ def test_hurdle_spec_composes_spend_from_buy_and_a_basket_fitted_on_buyers(exp):
 
 
 def test_structured_arms_export_the_catalog_features_with_monotone_value(exp):
-    from training.learners import structured_arm_features
+    from offerlift.training.learners import structured_arm_features
 
     spec, _, X = _fit(exp, TrainConfig(learner="s", params=FAST, structured_arms=True, monotone=True))
     table, _ = structured_arm_features(exp.catalog)

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.errors import ConfigError, DataError
-from features.scoring import ArmScorer
-from features.simworld_experiment import make_experiment
-from training.train import TrainConfig, fit_spec, outcome_plan
-from training.train_dask import fit_dask_spec
+from offerlift.features.errors import ConfigError, DataError
+from offerlift.models.scoring import ArmScorer
+from offerlift.simworld.experiment import make_experiment
+from offerlift.training.train import TrainConfig, fit_spec, outcome_plan
+from offerlift.training.train_dask import fit_dask_spec
 
 dd = pytest.importorskip("dask.dataframe")
 distributed = pytest.importorskip("distributed")

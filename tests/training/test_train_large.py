@@ -9,11 +9,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from features.errors import ConfigError, DataError
-from features.scoring import ArmScorer, FeatureSpec
-from features.simworld_experiment import make_experiment
-from training.train import TrainConfig, fit_spec
-from training.train_large import (
+from offerlift.features.errors import ConfigError, DataError
+from offerlift.models.scoring import ArmScorer, FeatureSpec
+from offerlift.simworld.experiment import make_experiment
+from offerlift.training.train import TrainConfig, fit_spec
+from offerlift.training.train_large import (
     ParquetRows,
     build_matrix,
     data_random_seed,

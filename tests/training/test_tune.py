@@ -9,12 +9,12 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.catalog import Catalog
-from features.errors import ConfigError, ModelError
-from features.registry import CHALLENGER, REPO_ROOT, alias_version, resolve_tracking_uri
-from features.simworld import make_experiment
-from training.train import TrainConfig, evaluate_config, fit_spec
-from training.tune import (
+from offerlift.features.catalog import Catalog
+from offerlift.features.errors import ConfigError, ModelError
+from offerlift.models.registry import CHALLENGER, REPO_ROOT, alias_version, resolve_tracking_uri
+from offerlift.simworld.world import make_experiment
+from offerlift.training.train import TrainConfig, evaluate_config, fit_spec
+from offerlift.training.tune import (
     SPACE,
     HeldOutEvaluator,
     config_from_params,
@@ -39,7 +39,7 @@ FAST = {"num_iterations": 10, "num_leaves": 7, "min_data_in_leaf": 20}
 @pytest.fixture(scope="module")
 def exp(tmp_path_factory):
     """The default world with two arms besides no offer (c5 and c20 by SMS), 3000 customers."""
-    spec = yaml.safe_load((REPO_ROOT / "features" / "simworld.yaml").read_text())
+    spec = yaml.safe_load((REPO_ROOT / "simworld" / "default.yaml").read_text())
     spec["catalog"]["arms"] = [
         {"id": "c5@sms", "offer": "c5", "channel": "sms"},
         {"id": "c20@sms", "offer": "c20", "channel": "sms"},
@@ -156,7 +156,7 @@ def test_a_leak_of_training_rows_would_change_the_value(exp):
         exp, config, exp.features.loc[units.index].iloc[rows], units["arm"].to_numpy()[rows], units.iloc[rows],
         units["propensity"].to_numpy(float)[rows],
     )  # fmt: skip
-    from features.scoring import ArmScorer
+    from offerlift.models.scoring import ArmScorer
 
     scorer = ArmScorer(spec)
     preds = scorer.predict(scorer.features.encode(exp.features.loc[units.index].iloc[rows]))

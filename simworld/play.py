@@ -1,6 +1,6 @@
 """Sampling what customers do after a decision, consistently with the truth, and writing it as events.
 
-Given the response components of each decision's customer (see `features.simworld_truth`) and the chosen arm,
+Given the response components of each decision's customer (see `offerlift.simworld.truth`) and the chosen arm,
 one draw per decision: viewed ~ Bern(E); bought anyway ~ Bern(p0); a viewer who would not have bought buys
 (and redeems) with P = lift; a viewer who buys anyway redeems with P = q * f; visit = buy, or a browse (more
 likely after viewing). Spend: B x noise for an ordinary purchase, a value with mean M = max(B, min_spend) and
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.simworld_truth import ArmTable, Parts
+from offerlift.simworld.truth import ArmTable, Parts
 
 EVENT_COLUMNS = ("customer_id", "time", "event", "amount", "offer_id", "reward", "channel")
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features.catalog import Catalog
-from features.simworld_config import WorldConfig
-from features.simworld_population import HiddenTraits, Visible
+from offerlift.features.catalog import Catalog
+from offerlift.simworld.config import WorldConfig
+from offerlift.simworld.population import HiddenTraits, Visible
 
 F32 = np.float32
 

@@ -1,6 +1,6 @@
 """Saving and loading trained models as MLflow models, without importing `training/`.
 
-A model is a directory with ``scorer.json``: the `features.scoring` spec (format, arms, catalog, feature spec,
+A model is a directory with ``scorer.json``: the `offerlift.models.scoring` spec (format, arms, catalog, feature spec,
 outcome models with their LightGBM model strings, metadata). It is logged as an MLflow pyfunc model whose python
 class lives here, so `serving/` loads it with only `features/` importable.
 """
@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.errors import ModelError
-from features.scoring import ArmScorer
+from offerlift.features.errors import ModelError
+from offerlift.models.scoring import ArmScorer
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from features.errors import ModelError
+from offerlift.features.errors import ModelError
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from features.catalog import Catalog
-from features.errors import ModelError
+from offerlift.features.catalog import Catalog
+from offerlift.features.errors import ModelError
 
 FORMAT = "offerlift-arm-scorer/1"
 

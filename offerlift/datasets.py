@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from features.errors import ConfigError
-from features.experiment import Experiment
+from offerlift.features.errors import ConfigError
+from offerlift.features.experiment import Experiment
 
 DATASETS = ("hillstrom", "starbucks", "simulated")
 
@@ -16,19 +16,19 @@ def load_dataset(name: str, path: str | Path | None = None, **options: Any) -> E
 
     Args:
         name: "hillstrom", "starbucks" or "simulated".
-        path: where the files are (real data sets only); see `features.locate` for the search order.
+        path: where the files are (real data sets only); see `offerlift.features.locate` for the search order.
         options: loader options, e.g. ``window_hours`` (starbucks), ``n_customers`` and ``seed`` (simulated).
     """
     if name == "hillstrom":
-        from features.hillstrom import load_hillstrom
+        from offerlift.features.hillstrom import load_hillstrom
 
         return load_hillstrom(path, **options)
     if name == "starbucks":
-        from features.starbucks import load_starbucks
+        from offerlift.features.starbucks import load_starbucks
 
         return load_starbucks(path, **options)
     if name == "simulated":
-        from features.simworld import make_experiment
+        from offerlift.simworld.world import make_experiment
 
         return make_experiment(**options)
     raise ConfigError(f"unknown data set {name!r}; choose one of {list(DATASETS)}")

@@ -8,13 +8,13 @@
     result = world.play(decisions)     # sampled outcomes (canonical "outcomes") and canonical events
     world.history_events()             # the pre-period's events (transactions and past campaigns)
 
-The hidden traits live in `world.hidden` (:class:`~features.simworld_population.HiddenTraits`); `customers`
+The hidden traits live in `world.hidden` (:class:`~offerlift.simworld.population.HiddenTraits`); `customers`
 never holds them. Consent: contacting an opted-out customer is recorded as a violation (column `violation` of
 the outcomes) and the message is blocked: no effect, the contact cost is still paid, so the truth gives that arm
 an incremental profit of -contact_cost and the oracle never chooses it. Fatigue: each delivered contact in the
 last `fatigue.window_hours` before a decision multiplies the customer's exposure by exp(-fatigue_rate).
-The math of the truth is in `features.simworld_truth`, the sampling in `features.simworld_play`, the
-randomized experiment in `features.simworld_experiment`.
+The math of the truth is in `offerlift.simworld.truth`, the sampling in `offerlift.simworld.play`, the
+randomized experiment in `offerlift.simworld.experiment`.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.catalog import Catalog
-from features.errors import ConfigError, SchemaError
-from features.experiment import Experiment
-from features.simworld_config import WorldConfig, load_world_spec
-from features.simworld_play import (
+from offerlift.features.catalog import Catalog
+from offerlift.features.errors import ConfigError, SchemaError
+from offerlift.features.experiment import Experiment
+from offerlift.simworld.config import WorldConfig, load_world_spec
+from offerlift.simworld.play import (
     Draws,
     background_transactions,
     draws_to_events,
@@ -40,8 +40,8 @@ from features.simworld_play import (
     sample_draws,
     sort_events,
 )
-from features.simworld_population import draw_population
-from features.simworld_truth import (
+from offerlift.simworld.population import draw_population
+from offerlift.simworld.truth import (
     ArmTable,
     ContactHistory,
     Parts,
@@ -88,13 +88,13 @@ class SimWorld:
 
     @classmethod
     def from_yaml(cls, path: str | Path | None, n_customers: int, seed: int = 0) -> SimWorld:
-        """A world from a spec file (catalog + world sections); None means features/simworld.yaml."""
+        """A world from a spec file (catalog + world sections); None means simworld/default.yaml."""
         catalog, config = load_world_spec(path)
         return cls(catalog, config, n_customers, seed)
 
     @classmethod
     def default(cls, n_customers: int = 10_000, seed: int = 0) -> SimWorld:
-        """The default world of features/simworld.yaml."""
+        """The default world of simworld/default.yaml."""
         return cls.from_yaml(None, n_customers, seed)
 
     @property
@@ -384,7 +384,7 @@ def _merge(pieces: list[tuple[np.ndarray, Draws]], n: int) -> Draws:
 
 
 def make_experiment(n_customers: int, seed: int = 0, propensities: Any = None, **kwargs: Any) -> Experiment:
-    """A randomized experiment of the default world; see `features.simworld_experiment.make_experiment`."""
-    from features.simworld_experiment import make_experiment as _make  # late: that module imports this one
+    """A randomized experiment of the default world; see `offerlift.simworld.experiment.make_experiment`."""
+    from offerlift.simworld.experiment import make_experiment as _make  # late: that module imports this one
 
     return _make(n_customers, seed, propensities, **kwargs)

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.catalog import Catalog
-from features.errors import ModelError
-from features.scoring import FORMAT, ArmScorer, FeatureSpec, stack_arms
+from offerlift.features.catalog import Catalog
+from offerlift.features.errors import ModelError
+from offerlift.models.scoring import FORMAT, ArmScorer, FeatureSpec, stack_arms
 
 
 def test_encode_frame_equals_encode_records():

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.build import build_features
-from features.errors import ConfigError
-from features.experiment import Experiment
-from features.simworld import SimWorld
-from features.simworld_play import sort_events
+from offerlift.features.build import build_features
+from offerlift.features.errors import ConfigError
+from offerlift.features.experiment import Experiment
+from offerlift.simworld.play import sort_events
+from offerlift.simworld.world import SimWorld
 
 
 def arm_probabilities(
@@ -118,6 +118,6 @@ def make_experiment(
             "seed": int(seed),
             "time": float(time),
             "window_hours": world.config.window_hours,
-            "spec": str(spec) if spec is not None else "features/simworld.yaml",
+            "spec": str(spec) if spec is not None else "simworld/default.yaml",
         },
     ).validate()

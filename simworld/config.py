@@ -1,8 +1,9 @@
 """Configuration of the simulated world: cities, channel behaviour, population, fatigue, abusers, shocks.
 
-A world spec is a YAML file with two sections, ``catalog`` (read by :meth:`features.catalog.Catalog.from_dict`)
-and ``world`` (read by :meth:`WorldConfig.from_dict`); the default is ``features/simworld.yaml``. Unknown keys are
-a :class:`features.errors.ConfigError` that names them, so a typo never silently falls back to a default.
+A world spec is a YAML file with two sections, ``catalog`` (read by
+:meth:`offerlift.features.catalog.Catalog.from_dict`) and ``world`` (read by :meth:`WorldConfig.from_dict`); the
+default is ``simworld/default.yaml``. Unknown keys are a :class:`offerlift.features.errors.ConfigError` that names
+them, so a typo never silently falls back to a default.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from typing import Any
 
 import yaml
 
-from features.catalog import Catalog
-from features.errors import ConfigError
+from offerlift.features.catalog import Catalog
+from offerlift.features.errors import ConfigError
 
-DEFAULT_SPEC = Path(__file__).resolve().parent / "simworld.yaml"
+DEFAULT_SPEC = Path(__file__).resolve().parent / "default.yaml"
 SHOCK_METRICS = ("buy_rate", "spend", "open_rate")
 
 
@@ -54,7 +55,7 @@ class ChannelBehaviour:
 
 @dataclass(frozen=True)
 class Population:
-    """Parameters of the hidden traits (see the comments in simworld.yaml)."""
+    """Parameters of the hidden traits (see the comments in default.yaml)."""
 
     base_logit: float = -1.6
     base_tier_slope: float = 0.45
@@ -191,7 +192,7 @@ def _make(kind: type, spec: Any, where: str) -> Any:
 
 
 def load_world_spec(path: str | Path | None = None) -> tuple[Catalog, WorldConfig]:
-    """Read a world spec (default: features/simworld.yaml) into its catalog and world config."""
+    """Read a world spec (default: simworld/default.yaml) into its catalog and world config."""
     path = DEFAULT_SPEC if path is None else Path(path)
     try:
         spec = yaml.safe_load(path.read_text())

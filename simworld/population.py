@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.catalog import Catalog
-from features.simworld_config import WorldConfig
+from offerlift.features.catalog import Catalog
+from offerlift.simworld.config import WorldConfig
 
 F32 = np.float32
 HOURS_PER_YEAR = 24.0 * 365.0

@@ -11,13 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.catalog import Catalog
-from features.errors import ConfigError, SchemaError
-from features.schema import validate_table
-from features.simworld import SimWorld, make_experiment
-from features.simworld_config import WorldConfig, load_world_spec, spec_to_world
-from features.simworld_experiment import arm_probabilities
-from features.simworld_play import EVENT_COLUMNS
+from offerlift.features.catalog import Catalog
+from offerlift.features.errors import ConfigError, SchemaError
+from offerlift.features.schema import validate_table
+from offerlift.simworld.config import WorldConfig, load_world_spec, spec_to_world
+from offerlift.simworld.experiment import arm_probabilities
+from offerlift.simworld.play import EVENT_COLUMNS
+from offerlift.simworld.world import SimWorld, make_experiment
 
 N = 3000
 

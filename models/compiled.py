@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from features.errors import ModelError
-from features.scoring import ArmScorer
+from offerlift.features.errors import ModelError
+from offerlift.models.scoring import ArmScorer
 
 log = logging.getLogger(__name__)
 
