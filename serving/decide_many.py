@@ -21,10 +21,10 @@ import pandas as pd
 import sqlalchemy as sa
 
 from offerlift.features.errors import ConfigError, ModelError
-from offerlift.serving.decider import Champion, Decider, attributes, log_context
+from offerlift.serving.decider import Champion, Decider, attributes, challenger_serves, decision_columns, log_context
 from offerlift.serving.decision_log import budgets as budget_table
 from offerlift.serving.decision_log import decisions as decision_table
-from offerlift.serving.policy import Decisions, decide, holdout_unit
+from offerlift.serving.policy import ChallengerScores, Decisions, decide, holdout_unit
 from offerlift.serving.rules import Rules
 
 
@@ -35,6 +35,7 @@ class LoggedBatch:
     Attributes:
         rows: the logged decision rows (the decision log's columns; ``context`` as its JSON text).
         incr: (n, K) the champion's expected incremental profit of every arm.
+        challenger_incr: (n, K) the challenger's, when one decided for its share (else None).
         rule_mask: (n, K) the arms the customer rules allow (eligibility, consent, reach), before caps and budget.
         one_transaction: True when the batch was decided in one transaction; False when it fell back to
             `Decider.decide` one customer at a time (a budget with pacing, a budget that could run out, or a
@@ -45,6 +46,7 @@ class LoggedBatch:
     incr: np.ndarray
     rule_mask: np.ndarray
     one_transaction: bool
+    challenger_incr: np.ndarray | None = None
 
 
 def decide_logged(
@@ -71,6 +73,12 @@ def decide_logged(
     stored = decider.store.get_many(ids)
     attrs = [attributes(stored.get(c), ctx, champ.protected) for c in ids]
     incr, cost = champ.scores(champ.scorer.features.encode_records(attrs))
+    chall = decider.challenger
+    versus = None
+    if chall is not None:
+        c_incr, c_cost = chall.scores(chall.scorer.features.encode_records(attrs))
+        versus = ChallengerScores(c_incr, c_cost, challenger_serves(ids, decider.settings, chall.version,
+                                                                    decision_time(decider, ctx)))  # fmt: skip
     k = len(champ.arm_ids)
     masks = [champ.rule_mask(decider.rules, a, ctx.get("channels")) for a in attrs]
     rule_mask = np.vstack(masks) if masks else np.ones((0, k), dtype=bool)
@@ -82,11 +90,11 @@ def decide_logged(
     cold = np.array([c not in stored for c in ids], dtype=bool)
     rows = None
     if len(set(ids)) == len(ids):
-        rows = _commit_batch(decider, champ, ids, cold, incr, cost, rule_mask, u, ctx)
+        rows = _commit_batch(decider, champ, ids, cold, incr, cost, rule_mask, u, ctx, versus)
     one = rows is not None
     if rows is None:
         rows = _one_by_one(decider, ids, ctx)
-    return LoggedBatch(rows, incr, rule_mask, one)
+    return LoggedBatch(rows, incr, rule_mask, one, None if versus is None else versus.incr)
 
 
 def decision_time(decider: Decider, context: Mapping[str, Any]) -> float:
@@ -144,6 +152,7 @@ def _commit_batch(
     rule_mask: np.ndarray,
     u: np.ndarray,
     ctx: Mapping[str, Any],
+    versus: ChallengerScores | None = None,
 ) -> pd.DataFrame | None:
     """Decide, insert and charge in one write transaction; None (nothing written) when decisions could interact."""
     settings, rules, dlog = decider.settings, decider.rules, decider.log
@@ -156,14 +165,14 @@ def _commit_batch(
         if b is not None and settings.pacing.enabled:
             return None
         contacts = _window_contacts(conn, now - rules.cap_window_hours * 3600.0)
-        d = decide(incr, cost, rule_mask & _cap_masks(champ, rules, ids, contacts), hu, u, champ.policy, 0.0)
+        d = decide(incr, cost, rule_mask & _cap_masks(champ, rules, ids, contacts), hu, u, champ.policy, 0.0, versus)
         charges = np.asarray(champ.worst_cost, dtype=float)[d.arm]
         committed = None
         if b is not None:
             ok, committed = _budget_holds(champ, b.committed, b.total, charges)
             if not ok:
                 return None
-        rows = _rows(champ, ids, cold, d, ctx, campaign, now)
+        rows = _rows(champ, decider.challenger if versus is not None else None, ids, cold, d, ctx, campaign, now)
         if rows:
             conn.execute(decision_table.insert(), rows)
         if committed is not None and committed != b.committed:
@@ -172,7 +181,14 @@ def _commit_batch(
 
 
 def _rows(
-    champ: Champion, ids: list[str], cold: np.ndarray, d: Decisions, ctx: Mapping[str, Any], campaign: str, now: float
+    champ: Champion,
+    chall: Champion | None,
+    ids: list[str],
+    cold: np.ndarray,
+    d: Decisions,
+    ctx: Mapping[str, Any],
+    campaign: str,
+    now: float,
 ) -> list[dict[str, Any]]:
     """The decision log rows, as `Decider.decide` builds them."""
     contexts = {flag: json.dumps(log_context(ctx, 0.0, flag)) for flag in (False, True)}
@@ -192,11 +208,11 @@ def _rows(
                 "propensity": float(d.propensity[i]),
                 "group_propensity": float(d.group_propensity[i]),
                 "grp": str(d.group[i]),
-                "model_version": champ.version,
                 "expected_incremental_profit": float(d.incr[i]),
                 "expected_cost": float(d.cost[i]),
                 "committed_cost": champ.worst_cost[j],
                 "context": contexts[bool(cold[i])],
+                **decision_columns(champ, chall, d, i),
             }
         )
     return rows

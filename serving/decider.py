@@ -12,6 +12,11 @@ One `Decider` per worker process. `decide(customer_id, context)`:
 
 A background thread looks for a new champion every ``registry.reload_interval_s`` seconds, loads and warms it up
 next to the old one, then swaps a single reference: requests in flight finish with the model they started with.
+
+Champion and challenger: with ``policy.challenger_share`` > 0 the model behind the registry alias ``challenger``
+(when it is another version with the same arms) is loaded next to the champion and decides for its share of the
+customers (`challenger_serves`); every decision logs which model decided (``policy``) and both models' greedy
+arms (``champion_arm``, ``challenger_arm``), which the promotion gate needs.
 """
 
 from __future__ import annotations
@@ -36,11 +41,11 @@ import sqlalchemy as sa
 from offerlift.features.errors import ModelError
 from offerlift.features.store import OnlineStore
 from offerlift.models.model_io import load_model
-from offerlift.models.registry import alias_version, require_alias
+from offerlift.models.registry import CHALLENGER, alias_version, require_alias
 from offerlift.models.scoring import ArmScorer
 from offerlift.serving.decision_log import DecisionLog, LedgerState
 from offerlift.serving.pacing import PacingState, update_price
-from offerlift.serving.policy import PolicyConfig, decide, explain, holdout_unit
+from offerlift.serving.policy import ChallengerScores, PolicyConfig, decide, explain, holdout_unit
 from offerlift.serving.rules import Rules, eligible_customers
 from offerlift.serving.settings import ServeSettings
 
@@ -86,9 +91,7 @@ class Champion:
     @classmethod
     def build(cls, scorer: ArmScorer, version: str, settings: ServeSettings) -> Champion:
         """Precompute arm metadata and the policy config (the fallback arm id becomes this model's index)."""
-        p = settings.policy
-        fallback = 0 if p.fallback_arm is None else scorer.catalog.index(p.fallback_arm)
-        policy = PolicyConfig(holdout=p.holdout, explore=p.explore, experiment=p.experiment, fallback_arm=fallback)
+        policy = policy_config(settings, scorer)
         arms = [scorer.catalog.arm(a) for a in scorer.arms]
         consent = frozenset(c.consent for c in scorer.catalog.channels if c.consent)
         abuse = settings.rules_config().abuse
@@ -201,6 +204,43 @@ class Decision:
     price: float
     cold_start: bool
     explanation: list[dict[str, Any]] = field(default_factory=list)
+
+
+def policy_config(settings: ServeSettings, scorer: ArmScorer) -> PolicyConfig:
+    """The pure policy's configuration from the service settings (the fallback arm id becomes an index)."""
+    p = settings.policy
+    return PolicyConfig(
+        holdout=p.holdout,
+        explore=p.explore,
+        experiment=p.experiment,
+        fallback_arm=0 if p.fallback_arm is None else scorer.catalog.index(p.fallback_arm),
+        explore_scheme=p.explore_scheme,
+        temperature=p.temperature,
+        explore_floor=p.explore_floor,
+    )
+
+
+def challenger_serves(
+    customer_ids: list[str], settings: ServeSettings, challenger_version: str, now: float
+) -> np.ndarray:
+    """(n,) bool: the customers the challenger decides for at time `now` (unix seconds): a stable hash of customer,
+    experiment, challenger version and period below ``policy.challenger_share`` (the holdout is applied after)."""
+    p = settings.policy
+    period = int(np.floor(now / (p.challenger_period_hours * 3600.0)))
+    return holdout_unit(customer_ids, f"{p.experiment}:challenger:{challenger_version}:{period}") < p.challenger_share
+
+
+def decision_columns(champ: Champion, challenger: Champion | None, d: Any, i: int) -> dict[str, Any]:
+    """The decision log's model columns of row ``i`` of the policy's `Decisions`: the version of the model that
+    decided, which one it was, and both models' greedy arms."""
+    by_challenger = challenger is not None and bool(d.challenger[i])
+    own, alt = champ.arm_ids[int(d.greedy[i])], None if challenger is None else champ.arm_ids[int(d.alt_greedy[i])]
+    return {
+        "model_version": challenger.version if by_challenger else champ.version,
+        "policy": "challenger" if by_challenger else "champion",
+        "champion_arm": alt if by_challenger else own,
+        "challenger_arm": own if by_challenger else alt,
+    }
 
 
 def registry_loader(settings: ServeSettings) -> Loader:
@@ -337,6 +377,8 @@ class Decider:
         version_of_champion: returns the version behind the champion alias, or None (default: the registry).
         decision_log: the decision log (default: from the settings).
         store: the online feature store (default: from the settings).
+        version_of_challenger: returns the version behind the challenger alias, or None (default: the registry;
+            asked only with ``policy.challenger_share`` > 0).
     """
 
     def __init__(
@@ -346,6 +388,7 @@ class Decider:
         version_of_champion: Callable[[], str | None] | None = None,
         decision_log: DecisionLog | None = None,
         store: OnlineStore | None = None,
+        version_of_challenger: Callable[[], str | None] | None = None,
     ):
         self.settings = settings
         self.rules: Rules = settings.rules_config()
@@ -364,6 +407,10 @@ class Decider:
             store = OnlineStore(settings.online_store_path)
         self.store = store
         self._champion: Champion | None = None
+        self._challenger: Champion | None = None
+        self._version_of_challenger = version_of_challenger or (
+            (lambda: alias_version(self._registry, CHALLENGER)) if self._uses_registry else (lambda: None)
+        )
         self._swap_lock = threading.Lock()
         self._pacing = PacingState()
         self._pacing_lock = threading.Lock()
@@ -380,6 +427,11 @@ class Decider:
         return self._champion
 
     @property
+    def challenger(self) -> Champion | None:
+        """The challenger that decides for its share of the traffic (None without one)."""
+        return self._challenger
+
+    @property
     def ready(self) -> bool:
         """True once a champion is loaded."""
         return self._champion is not None
@@ -391,17 +443,42 @@ class Decider:
             if self._uses_registry:
                 require_alias(self._registry, self.settings.registry.alias)  # raises with how to fix it
             raise ModelError(f"no model has the alias {self.settings.registry.alias!r}; train and promote one first")
-        return self._install(version)
+        champion = self._install(version)
+        self._refresh_challenger()
+        return champion
+
+    def _refresh_challenger(self) -> bool:
+        """Load, keep or drop the challenger (alias ``challenger``, with ``policy.challenger_share`` > 0);
+        True when it changed."""
+        champion = self._champion
+        version = self._version_of_challenger() if self.settings.policy.challenger_share > 0 else None
+        current = self._challenger
+        if version is None or champion is None or str(version) == champion.version:
+            self._challenger = None
+            return current is not None
+        if current is not None and current.version == str(version):
+            return False
+        candidate = Champion.build(self._loader(str(version)), str(version), self.settings)
+        if candidate.arm_ids != champion.arm_ids:
+            log.warning("challenger version %s has other arms than the champion; it gets no traffic", version)
+            self._challenger = None
+            return current is not None
+        candidate.scores(np.full((1, len(candidate.scorer.features.columns)), np.nan))  # warm up
+        self._challenger = candidate
+        log.info("challenger version %s decides for %.0f%% of the traffic", version,
+                 100 * self.settings.policy.challenger_share)  # fmt: skip
+        return True
 
     def refresh(self) -> bool:
         """Swap in the champion if the alias moved; True when a new model is in use. Errors keep the old model."""
         try:
             version = self._version_of()
             current = self._champion
-            if version is None or (current is not None and version == current.version):
-                return False
-            self._install(version)
-            return True
+            changed = False
+            if version is not None and (current is None or version != current.version):
+                self._install(version)
+                changed = True
+            return self._refresh_challenger() or changed
         except Exception as exc:  # the service keeps answering with the model it has
             log.warning("could not refresh the champion, keeping the current one: %s", exc)
             return False
@@ -488,25 +565,34 @@ class Decider:
         only with ``use_context_time``), ``channels`` (the channels available now), ``features`` (overrides),
         ``arms`` (the arms allowed, e.g. a trigger's; the control arm always is) and ``trigger`` (logged).
         """
-        champ = self._champion
+        champ, chall = self._champion, self._challenger
         if champ is None:
             raise ModelError("no champion model is loaded")
         ctx = dict(context or {})
         stored = self.store.get(customer_id)
         attrs = attributes(stored, ctx, champ.protected)
-        incr, cost = champ.scores(champ.scorer.features.encode_records([attrs]))
+        X = champ.scorer.features.encode_records([attrs])
+        incr, cost = champ.scores(X)
         rule_mask = champ.rule_mask(self.rules, attrs, ctx.get("channels"))
         if ctx.get("arms"):
             rule_mask &= champ.arm_subset(ctx["arms"])
         hu = holdout_unit([customer_id], champ.policy.experiment)
         u = self._rng().random((1, 2))
         now = self._now(ctx)
-        out: dict[str, Any] = {}
+        out: dict[str, Any] = {"incr": incr}
+        versus = None
+        if chall is not None:
+            c_incr, c_cost = chall.scores(chall.scorer.features.encode_records([attrs]))
+            serves = challenger_serves([customer_id], self.settings, chall.version, now)
+            versus = (c_incr, c_cost, serves)
+            if serves[0]:
+                out["incr"] = c_incr
 
         def choose(state: LedgerState) -> dict[str, Any]:
             price = self._price(state, now)
             mask = rule_mask & champ.cap_mask(self.rules, state.contacts, state.budget_left)
-            d = decide(incr, cost, mask, hu, u, champ.policy, price)
+            scores = None if versus is None else ChallengerScores(*versus)
+            d = decide(incr, cost, mask, hu, u, champ.policy, price, scores)
             j = int(d.arm[0])
             out.update(price=price, mask=mask)
             return {
@@ -517,11 +603,11 @@ class Decider:
                 "propensity": float(d.propensity[0]),
                 "group_propensity": float(d.group_propensity[0]),
                 "grp": str(d.group[0]),
-                "model_version": champ.version,
                 "expected_incremental_profit": float(d.incr[0]),
                 "expected_cost": float(d.cost[0]),
                 "committed_cost": champ.worst_cost[j],
                 "context": log_context(ctx, price, stored is None),
+                **decision_columns(champ, chall, d, 0),
             }
 
         campaign, window = self.settings.campaign.name, self.rules.cap_window_hours
@@ -545,7 +631,7 @@ class Decider:
             committed_cost=row["committed_cost"],
             price=out["price"],
             cold_start=stored is None,
-            explanation=explain(incr[0], out["mask"][0], champ.arm_ids, top) if top else [],
+            explanation=explain(out["incr"][0], out["mask"][0], champ.arm_ids, top) if top else [],
         )
 
     def record_outcomes(self, events: Iterable[Mapping[str, Any]]) -> int:

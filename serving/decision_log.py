@@ -49,6 +49,10 @@ decisions = sa.Table(
     sa.Column("expected_cost", sa.Float, nullable=False),
     sa.Column("committed_cost", sa.Float, nullable=False),
     sa.Column("context", sa.Text),
+    # champion/challenger: which model decided, and both models' greedy arms under the same rules
+    sa.Column("policy", sa.String(16)),
+    sa.Column("champion_arm", sa.String(64)),
+    sa.Column("challenger_arm", sa.String(64)),
     sa.Index("ix_decisions_customer_ts", "customer_id", "ts"),
     sa.Index("ix_decisions_ts", "ts"),
 )
@@ -128,6 +132,27 @@ def _sqlite_engine(url: str, synchronous: str) -> sa.Engine:
     return engine
 
 
+def add_missing_columns(engine: sa.Engine) -> list[str]:
+    """Add the nullable columns a log written by an older version lacks (``ALTER TABLE ... ADD COLUMN``);
+    returns their names as ``table.column``. Columns are only ever added, never changed or dropped."""
+    inspector = sa.inspect(engine)
+    added = []
+    for table in metadata.sorted_tables:
+        have = {c["name"] for c in inspector.get_columns(table.name)}
+        for col in table.columns:
+            if col.name in have:
+                continue
+            if not col.nullable:
+                raise ConfigError(f"the decision log's table {table.name} lacks the required column {col.name}")
+            kind = col.type.compile(dialect=engine.dialect)
+            with engine.begin() as conn:
+                conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {col.name} {kind}")
+            added.append(f"{table.name}.{col.name}")
+    if added:
+        log.info("decision log upgraded: added columns %s", ", ".join(added))
+    return added
+
+
 #: The fields of an outcome event (``decision_id`` is optional).
 OUTCOME_FIELDS = ("event_id", "customer_id", "ts", "visit", "buy", "spend", "redeem")
 
@@ -148,6 +173,7 @@ class DecisionLog:
         self.is_sqlite = url.startswith("sqlite")
         self.engine = _sqlite_engine(url, synchronous) if self.is_sqlite else sa.create_engine(url)
         metadata.create_all(self.engine)
+        add_missing_columns(self.engine)
 
     def set_budget(self, campaign: str, total: float, start_ts: float, end_ts: float) -> None:
         """Create or resize a campaign's budget (money already committed stays committed)."""

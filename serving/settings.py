@@ -40,13 +40,24 @@ class _Section(BaseModel):
 
 
 class PolicySection(_Section):
-    """Shares of holdout and exploration, the holdout's salt, the fallback arm and the explanation's length."""
+    """Shares of holdout and exploration, the exploration scheme, the holdout's salt, the fallback arm, the
+    explanation's length, and the champion/challenger split.
+
+    With ``challenger_share`` > 0 the service also loads the model behind the registry alias ``challenger`` and
+    lets it decide for that share of the customers who are not in the holdout, drawn again every
+    ``challenger_period_hours`` (a stable hash of customer, experiment, challenger version and period), so that the
+    promotion gate can compare the two policies as served, on-policy (`offerlift.serving.policy`)."""
 
     holdout: float = Field(0.10, ge=0.0, lt=1.0)
     explore: float = Field(0.10, ge=0.0, le=1.0)
+    explore_scheme: Literal["uniform", "softmax"] = "uniform"
+    temperature: float = Field(1.0, gt=0.0)
+    explore_floor: float = Field(0.2, gt=0.0, le=1.0)
     experiment: str = "default"
     fallback_arm: str | None = None
     explain_top: int = Field(3, ge=0, le=50)
+    challenger_share: float = Field(0.0, ge=0.0, le=0.5)
+    challenger_period_hours: float = Field(168.0, gt=0.0)
 
 
 class CampaignSection(_Section):

@@ -131,3 +131,38 @@ def test_logged_batch_with_pacing_goes_one_by_one_and_a_repeated_customer_too(tm
     twice = logged_decider(tmp_path, store, "twice", spec)
     got = decide_logged(twice, [ids[0], ids[0]], {"timestamp": 1.0 * HOUR})
     assert not got.one_transaction and len(got.rows) == 2
+
+
+def test_logged_batch_with_a_challenger_makes_the_decisions_of_decide(tmp_path, logged_setup):
+    store, ids, spec = logged_setup
+    specs = {"7": spec, "8": tiny_spec(seed=4, trees=3)}
+    policy = {"holdout": 0.1, "explore": 0.3, "experiment": "logged", "explain_top": 0, "challenger_share": 0.5,
+              "explore_scheme": "softmax", "temperature": 0.3}  # fmt: skip
+
+    def make(name):
+        data = {
+            "insecure": True,
+            "use_context_time": True,
+            "decision_log_url": f"sqlite:///{tmp_path / f'{name}.db'}",
+            "online_store_path": str(store),
+            "campaign": {"name": "t", "budget": None},
+            "pacing": {"enabled": False},
+            "policy": policy,
+            "rules": {"cap_per_customer": 2, "cap_window_hours": 24.0},
+            "registry": {"reload_interval_s": 0},
+        }
+        d = Decider(load_settings(overrides=data, environ={}), loader=lambda v: ArmScorer(specs[v]),
+                    version_of_champion=lambda: "7", version_of_challenger=lambda: "8")  # fmt: skip
+        d.load_champion()
+        return d
+
+    one, many = make("one"), make("many")
+    ctx = {"timestamp": 100.0 * HOUR}
+    seeded(one, 5)
+    made = [one.decide(cid, ctx).decision_id for cid in ids]
+    want = pd.DataFrame(one.log.read()).set_index("decision_id").loc[made].reset_index()
+    got = decide_logged(many, ids, ctx, u=np.random.default_rng(5).random((len(ids), 2)))
+    assert got.one_transaction and got.challenger_incr is not None
+    pd.testing.assert_frame_equal(comparable(got.rows), comparable(want[got.rows.columns]))
+    assert set(want["policy"]) == {"champion", "challenger"}
+    assert set(want.loc[want["policy"] == "challenger", "model_version"]) == {"8"}

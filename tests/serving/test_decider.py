@@ -438,3 +438,96 @@ def test_real_registry_loads_the_champion_and_serve_refuses_without_one(tmp_path
         prepare(overrides={**over, "registry": {**reg, "alias": "nope"}})
     with pytest.raises(ConfigError, match="OFFERLIFT_API_KEY"):
         prepare(overrides={"registry": reg})
+
+
+def challenger_decider(tmp_path, store_path, specs, challenger: str | None, share: float = 0.5, **policy):
+    data = {
+        "insecure": True,
+        "use_context_time": True,
+        "decision_log_url": f"sqlite:///{tmp_path / 'cc.db'}",
+        "online_store_path": str(store_path),
+        "campaign": {"name": "t", "budget": None},
+        "policy": {"holdout": 0.0, "explore": 0.0, "challenger_share": share, **policy},
+        "registry": {"reload_interval_s": 0},
+    }
+    asked = []
+
+    def version_of_challenger():
+        asked.append(1)
+        return challenger
+
+    decider = Decider(
+        load_settings(overrides=data, environ={}),
+        loader=lambda v: ArmScorer(specs[v]),
+        version_of_champion=lambda: "1",
+        version_of_challenger=version_of_challenger,
+    )
+    decider.load_champion()
+    return decider, asked
+
+
+def test_the_challenger_decides_for_its_share_and_both_greedy_arms_are_logged(tmp_path, store_path, specs):
+    # champion "1" offers coupons, challenger "2" offers nothing (coupons hurt in its model)
+    decider, _ = challenger_decider(tmp_path, store_path, specs, "2")
+    assert decider.challenger is not None and decider.challenger.version == "2"
+    ids = [f"cust{i:05d}" for i in range(200)]
+    made = [decider.decide(c, {"timestamp": 10.0 * 3600}) for c in ids]
+    rows = pd.DataFrame(decider.log.read()).set_index("decision_id").loc[[d.decision_id for d in made]]
+    by_challenger = rows["policy"] == "challenger"
+    assert 60 <= by_challenger.sum() <= 140  # half of 200, give or take 4.5 sd
+    assert (rows.loc[by_challenger, "model_version"] == "2").all()
+    assert (rows.loc[~by_challenger, "model_version"] == "1").all()
+    # each model's customers get what that model alone would choose (no exploration, no holdout)
+    alone = {}
+    for version in ("1", "2"):
+        (tmp_path / version).mkdir()
+        plain = {"policy": {"holdout": 0.0, "explore": 0.0}, "campaign": {"name": "t", "budget": None}}
+        solo = make_decider(tmp_path / version, store_path, specs, current={"v": version}, **plain)
+        alone[version] = [solo.decide(c).arm for c in ids]
+    expected = np.where(by_challenger.to_numpy(), alone["2"], alone["1"])
+    assert rows["arm"].tolist() == expected.tolist()
+    assert rows["champion_arm"].tolist() == alone["1"] and rows["challenger_arm"].tolist() == alone["2"]
+    assert (rows.loc[by_challenger, "arm"] != "none").mean() < (rows.loc[~by_challenger, "arm"] != "none").mean()
+    # the split is stable inside a period and drawn again in the next one
+    again = [decider.decide(c, {"timestamp": 20.0 * 3600}).model_version for c in ids]
+    assert again == rows["model_version"].tolist()
+    later = [decider.decide(c, {"timestamp": 200.0 * 3600}).model_version for c in ids]
+    assert later != again
+
+
+def test_no_challenger_without_a_share_or_with_the_champions_version(tmp_path, store_path, specs):
+    decider, asked = challenger_decider(tmp_path, store_path, specs, "2", share=0.0)
+    assert decider.challenger is None and not asked
+    d = decider.decide("cust00001")
+    row = {r["decision_id"]: r for r in decider.log.read()}[d.decision_id]
+    assert row["policy"] == "champion" and row["challenger_arm"] is None and row["champion_arm"] == d.arm
+    same, _ = challenger_decider(tmp_path, store_path, specs, "1")
+    assert same.challenger is None
+
+
+def test_an_old_decision_log_gets_the_new_columns(tmp_path):
+    import sqlalchemy as sa
+
+    from offerlift.serving.decision_log import DecisionLog, add_missing_columns
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    DecisionLog(url).dispose()
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:  # the table as an older version wrote it
+        for col in ("policy", "champion_arm", "challenger_arm"):
+            conn.exec_driver_sql(f"ALTER TABLE decisions DROP COLUMN {col}")
+        conn.exec_driver_sql("INSERT INTO decisions (decision_id, ts, customer_id, campaign, arm, coupon_value, "
+                             "propensity, group_propensity, grp, model_version, expected_incremental_profit, "
+                             "expected_cost, committed_cost) VALUES ('d1', 1, 'c', 't', 'none', 0, 1, 1, 'exploit', "
+                             "'1', 0, 0, 0)")  # fmt: skip
+    log = DecisionLog(url)
+    cols = {c["name"] for c in sa.inspect(log.engine).get_columns("decisions")}
+    assert {"policy", "champion_arm", "challenger_arm"} <= cols
+    assert add_missing_columns(log.engine) == []
+    (row,) = log.read()
+    assert row["decision_id"] == "d1" and row["policy"] is None
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP INDEX ix_decisions_customer_ts")
+        conn.exec_driver_sql("ALTER TABLE decisions DROP COLUMN customer_id")
+    with pytest.raises(ConfigError, match="customer_id"):
+        DecisionLog(url)

@@ -161,3 +161,101 @@ def test_eligibility_rules_mask_all_treatments():
     }
     mask = allowed_arms(CATALOG, attrs, 3, rules)
     assert mask[0].all() and not mask[1, 1:].any() and not mask[2, 1:].any() and mask[:, 0].all()
+
+
+SOFTMAX = PolicyConfig(holdout=0.1, explore=0.3, explore_scheme="softmax", temperature=0.5, explore_floor=0.2)
+
+
+def reference_softmax(score_row, allowed_row, temperature, floor):
+    """The exploration distribution written out: floor spread evenly, the rest softmax over allowed arms."""
+    idx = [j for j in range(len(score_row)) if allowed_row[j]]
+    w = {j: np.exp(score_row[j] / temperature) for j in idx}
+    total = sum(w.values())
+    return {j: floor / len(idx) + (1 - floor) * w[j] / total for j in idx}
+
+
+def test_softmax_propensities_match_observed_frequencies_and_the_written_out_distribution():
+    rng = np.random.default_rng(5)
+    n = 200_000
+    row = np.array([0.0, 0.3, 1.0, -0.2, 0.1, 0.4, 0.2])
+    allowed_row = np.array([True, True, True, False, True, True, False])
+    incr, allowed = np.tile(row, (n, 1)), np.tile(allowed_row, (n, 1))
+    ids = [f"c{i}" for i in range(n)]
+    d = decide(incr, np.zeros_like(incr), allowed, holdout_unit(ids, "x"), rng.random((n, 2)), SOFTMAX)
+    q = reference_softmax(np.where(allowed_row, row, 0.0), allowed_row, 0.5, 0.2)
+    greedy = 2
+    for arm in range(K):
+        observed = np.mean(d.arm == arm)
+        if not allowed_row[arm]:
+            assert observed == 0
+            continue
+        expected = 0.1 * (arm == 0) + 0.9 * (0.3 * q[arm] + 0.7 * (arm == greedy))
+        logged = d.propensity[d.arm == arm]
+        np.testing.assert_allclose(logged, expected, rtol=1e-12)
+        assert observed == pytest.approx(expected, abs=4 * np.sqrt(expected * (1 - expected) / n))
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(1, 30), st.floats(0.05, 5.0), st.floats(0.01, 1.0))
+def test_softmax_exploration_keeps_a_floor_on_every_allowed_arm(seed, n, temperature, floor):
+    rng = np.random.default_rng(seed)
+    incr = rng.normal(0, 3, size=(n, K))
+    allowed = rng.random((n, K)) < 0.6
+    config = PolicyConfig(holdout=0.0, explore=1.0, explore_scheme="softmax", temperature=temperature,
+                          explore_floor=floor)  # fmt: skip
+    d = decide(incr, np.zeros((n, K)), allowed, np.ones(n), rng.random((n, 2)), config)
+    allowed[:, 0] = True
+    n_allowed = allowed.sum(axis=1)
+    assert allowed[np.arange(n), d.arm].all()
+    assert (d.propensity >= floor / n_allowed - 1e-12).all()
+
+
+def test_softmax_at_a_high_temperature_is_uniform_and_at_a_low_one_favours_the_best_arm():
+    rng = np.random.default_rng(0)
+    n = 50_000
+    incr = np.tile(np.array([0.0, 1.0, 2.0, 0.5, 0.0, 0.0, 0.0]), (n, 1))
+    allowed = np.ones((n, K), dtype=bool)
+    hot = PolicyConfig(holdout=0, explore=1, explore_scheme="softmax", temperature=1e6, explore_floor=0.1)
+    d_hot = decide(incr, np.zeros_like(incr), allowed, np.ones(n), rng.random((n, 2)), hot)
+    d_uni = decide(incr, np.zeros_like(incr), allowed, np.ones(n), rng.random((n, 2)), PolicyConfig(0, 1))
+    np.testing.assert_allclose(d_hot.propensity, 1 / K, rtol=1e-5)
+    np.testing.assert_allclose(d_uni.propensity, 1 / K)
+    cold = PolicyConfig(holdout=0, explore=1, explore_scheme="softmax", temperature=1e-3, explore_floor=0.1)
+    d_cold = decide(incr, np.zeros_like(incr), allowed, np.ones(n), rng.random((n, 2)), cold)
+    assert np.mean(d_cold.arm == 2) == pytest.approx(0.9 + 0.1 / K, abs=0.01)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(1, 40), st.sampled_from(["uniform", "softmax"]))
+def test_challenger_traffic_is_decided_on_the_challengers_scores(seed, n, scheme):
+    rng = np.random.default_rng(seed)
+    champ, chall = rng.normal(size=(n, K)), rng.normal(size=(n, K))
+    cost = rng.random((n, K))
+    allowed = rng.random((n, K)) < 0.7
+    serves = rng.random(n) < 0.5
+    hu, u = rng.random(n), rng.random((n, 2))
+    config = PolicyConfig(holdout=0.2, explore=0.3, explore_scheme=scheme)
+    from offerlift.serving.policy import ChallengerScores
+
+    both = decide(champ, cost, allowed, hu, u, config, 0.1, ChallengerScores(chall, cost, serves))
+    alone_champ = decide(champ, cost, allowed, hu, u, config, 0.1)
+    alone_chall = decide(chall, cost, allowed, hu, u, config, 0.1)
+    for field in ("arm", "propensity", "group", "incr", "greedy"):
+        ours = getattr(both, field)
+        ref = np.where(serves, getattr(alone_chall, field), getattr(alone_champ, field))
+        assert list(ours) == list(ref), field
+    a = allowed | (np.arange(K) == 0)
+    for i in range(n):
+        other = champ if serves[i] else chall
+        assert both.alt_greedy[i] == reference_greedy(other[i] - 0.1 * cost[i], a[i])
+    assert (both.challenger == (serves & (hu >= 0.2))).all()
+    assert (alone_champ.alt_greedy == -1).all() and not alone_champ.challenger.any()
+
+
+def test_bad_exploration_settings_are_refused():
+    with pytest.raises(ConfigError, match="explore_scheme"):
+        PolicyConfig(explore_scheme="greedy")
+    with pytest.raises(ConfigError, match="temperature"):
+        PolicyConfig(temperature=0)
+    with pytest.raises(ConfigError, match="explore_floor"):
+        PolicyConfig(explore_floor=0)
