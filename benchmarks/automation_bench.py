@@ -45,7 +45,6 @@ from offerlift.features.abuse import (
     abuse_features,
     abuse_mask,
     abuse_scores,
-    fit_behaviour_model,
     identity_flags,
     rule_score,
 )
@@ -67,6 +66,7 @@ from offerlift.simworld.experiment import make_experiment
 from offerlift.simworld.play import background_transactions, event_frame, sort_events
 from offerlift.simworld.truth import shock_multiplier
 from offerlift.simworld.world import SimWorld
+from offerlift.training.abuse_model import fit_behaviour_model
 from offerlift.training.evaluate import greedy_arms
 from offerlift.training.train import TrainConfig, evaluate_config
 

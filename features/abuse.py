@@ -24,9 +24,10 @@ Scores (:func:`abuse_scores`), all in [0, 1]:
 - ``rule_score``: the largest weight of the :class:`AbuseRules` that fire (payment id shared by at least
   ``payment_accounts`` accounts; device shared by at least ``device_accounts``; a redemption below the minimum
   spend), with the reasons in ``reasons``;
-- ``behaviour_score``: P(abuser | behaviour) from :class:`AbuseModel`, a logistic regression on the behaviour
-  columns only (no identity columns), trained on confirmed cases or, by default, on the identity-rule flags as
-  weak labels (:func:`fit_behaviour_model`), so it can find farmers who do not share ids; NaN without a model;
+- ``behaviour_score``: P(abuser | behaviour) from a fitted classifier of the behaviour columns (any object with
+  ``predict_proba``; offerlift's is `offerlift.training.abuse_model.AbuseModel`, trained on confirmed cases or on
+  the identity-rule flags (:func:`identity_flags`) as weak labels), so it can find farmers who do not share ids;
+  NaN without a model;
 - ``risk = 1 - (1 - rule_score) * (1 - behaviour_score)`` and its ``band`` (low / cap / exclude).
 
 :func:`abuse_mask` turns the risk into the (n, K) mask the policy takes: no coupon at all at or above
@@ -42,14 +43,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from offerlift.features.catalog import Catalog
-from offerlift.features.errors import ConfigError, DataError, NotFittedError, SchemaError
+from offerlift.features.errors import ConfigError, DataError, SchemaError
 from offerlift.features.segments import canonical
 
 log = logging.getLogger(__name__)
@@ -201,73 +197,6 @@ def identity_flags(features: pd.DataFrame, rules: AbuseRules = AbuseRules()) -> 
     return pay | (features["accounts_per_device"].to_numpy(dtype=float) >= rules.device_accounts)
 
 
-class AbuseModel(ClassifierMixin, BaseEstimator):
-    """Logistic regression of abuse on the behaviour columns (counts on a log scale, NaN imputed + flagged).
-
-    Args:
-        C: inverse regularization strength of the logistic regression.
-        columns: behaviour columns used (default :data:`BEHAVIOUR_COLUMNS`).
-        min_positives: fewest labeled abusers `fit` accepts.
-    """
-
-    def __init__(self, C: float = 1.0, columns: tuple[str, ...] = BEHAVIOUR_COLUMNS, min_positives: int = 5):
-        self.C = C
-        self.columns = columns
-        self.min_positives = min_positives
-
-    def _matrix(self, X: pd.DataFrame) -> np.ndarray:
-        missing = [c for c in self.columns if c not in X.columns]
-        if missing:
-            raise SchemaError("abuse features", missing[0], f"missing column; the table has {list(X.columns)}")
-        M = X[list(self.columns)].to_numpy(dtype=float).copy()
-        for j, c in enumerate(self.columns):
-            if c in COUNT_COLUMNS or c in ("trade_up", "min_spend_stretch"):
-                M[:, j] = np.log1p(np.maximum(M[:, j], 0.0))
-        return M
-
-    def fit(self, X: pd.DataFrame, y: np.ndarray) -> AbuseModel:
-        """Fit on behaviour columns `X` and labels `y` (1 = abuser)."""
-        if self.C <= 0:
-            raise ConfigError(f"AbuseModel: C must be positive, got {self.C!r}")
-        M = self._matrix(X)
-        y = np.asarray(y).astype(int)
-        if y.shape != (len(X),):
-            raise DataError(f"AbuseModel: {len(X)} rows but labels of shape {y.shape}")
-        positives = int(y.sum())
-        if positives < self.min_positives or positives == len(y):
-            raise DataError(
-                f"AbuseModel: needs at least {self.min_positives} abusers and some non-abusers, "
-                f"got {positives} of {len(y)}"
-            )
-        self.pipeline_: Pipeline = make_pipeline(
-            SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
-            StandardScaler(),
-            LogisticRegression(C=self.C, max_iter=1000),
-        )
-        self.pipeline_.fit(M, y)
-        self.classes_ = np.array([0, 1])
-        log.info("abuse model fitted on %d rows, %d labeled abusers", len(y), positives)
-        return self
-
-    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        """(n, 2) probabilities of [not abuser, abuser]."""
-        if not hasattr(self, "pipeline_"):
-            raise NotFittedError("AbuseModel is not fitted; call fit first")
-        return self.pipeline_.predict_proba(self._matrix(X))
-
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
-        """1 where P(abuser) >= 0.5."""
-        return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
-
-
-def fit_behaviour_model(
-    features: pd.DataFrame, labels: np.ndarray | None = None, rules: AbuseRules = AbuseRules(), C: float = 1.0
-) -> AbuseModel:
-    """An :class:`AbuseModel` on confirmed labels, or on the identity-rule flags as weak labels (the default)."""
-    y = identity_flags(features, rules) if labels is None else np.asarray(labels)
-    return AbuseModel(C=C).fit(features, y)
-
-
 def risk_band(risk: np.ndarray, policy: AbusePolicy = AbusePolicy()) -> np.ndarray:
     """ "exclude", "cap" or "low" per row."""
     risk = np.asarray(risk, dtype=float)
@@ -277,10 +206,11 @@ def risk_band(risk: np.ndarray, policy: AbusePolicy = AbusePolicy()) -> np.ndarr
 def abuse_scores(
     features: pd.DataFrame,
     rules: AbuseRules = AbuseRules(),
-    model: AbuseModel | None = None,
+    model: Any = None,
     policy: AbusePolicy = AbusePolicy(),
 ) -> pd.DataFrame:
-    """rule_score, behaviour_score (NaN without a model), risk, band and reasons per customer."""
+    """rule_score, behaviour_score (``model.predict_proba(features)[:, 1]``, NaN without a model), risk, band and
+    reasons per customer."""
     score, reasons = rule_score(features, rules)
     behaviour = model.predict_proba(features)[:, 1] if model is not None else np.full(len(features), np.nan)
     risk = 1.0 - (1.0 - score) * (1.0 - np.nan_to_num(behaviour, nan=0.0))

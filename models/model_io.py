@@ -2,7 +2,8 @@
 
 A model is a directory with ``scorer.json``: the `offerlift.models.scoring` spec (format, arms, catalog, feature spec,
 outcome models with their LightGBM model strings, metadata). It is logged as an MLflow pyfunc model whose python
-class lives here, so `serving/` loads it with only `features/` importable.
+class lives in `offerlift.models.pyfunc`; `serving/` loads the spec itself, and importing this module does not import
+MLflow (the functions that need it import it).
 """
 
 from __future__ import annotations
@@ -47,22 +48,14 @@ def read_scorer(path: str | Path) -> ArmScorer:
         raise ModelError(f"cannot read model {str(path)!r}: {exc}") from exc
 
 
-def _pyfunc_base() -> type:
-    import mlflow.pyfunc
+def __getattr__(name: str) -> Any:
+    """``OfferliftModel`` (models logged before it moved to `offerlift.models.pyfunc` name it here), loaded lazily:
+    importing this module must not import MLflow."""
+    if name == "OfferliftModel":
+        from offerlift.models.pyfunc import OfferliftModel
 
-    return mlflow.pyfunc.PythonModel
-
-
-class OfferliftModel(_pyfunc_base()):  # type: ignore[misc]
-    """MLflow pyfunc wrapper: `predict(frame)` returns the expected incremental profit of each arm."""
-
-    def load_context(self, context: Any) -> None:
-        """Load the scorer from the model's artifacts."""
-        self.scorer = read_scorer(context.artifacts["scorer"])
-
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        """One row per input row: ``uplift_<arm>`` for each treatment arm and ``recommended_arm``."""
-        return score_frame(self.scorer, model_input)
+        return OfferliftModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def score_frame(scorer: ArmScorer, frame: pd.DataFrame) -> pd.DataFrame:
@@ -78,6 +71,8 @@ def score_frame(scorer: ArmScorer, frame: pd.DataFrame) -> pd.DataFrame:
 def log_scorer_model(spec: Mapping[str, Any], workdir: str | Path, registered_name: str | None) -> Any:
     """Log the scorer as an MLflow pyfunc model in the active run; returns MLflow's ModelInfo."""
     import mlflow
+
+    from offerlift.models.pyfunc import OfferliftModel
 
     path = write_scorer(spec, workdir)
     reqs = [f"{p}=={v}" for p, v in _versions(("lightgbm", "numpy", "pandas", "mlflow", "pyyaml")).items()]

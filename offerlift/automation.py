@@ -27,6 +27,7 @@ from offerlift.serving import triggers as trig_mod
 from offerlift.serving.store_columns import merge_columns
 from offerlift.simworld.config import load_world_spec
 from offerlift.simworld.world import SimWorld
+from offerlift.training.abuse_model import fit_behaviour_model
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ def run_abuse(
     model = None
     if behaviour_model:
         try:
-            model = abuse_mod.fit_behaviour_model(feats)
+            model = fit_behaviour_model(feats)
         except DataError as exc:  # too few weak labels: rules only
             log.warning("no behaviour model: %s", exc)
     scores = abuse_mod.abuse_scores(feats, model=model, policy=policy)

@@ -83,3 +83,61 @@ def test_the_walker_sees_imports_inside_functions(tmp_path):
     assert imported_modules(f) == [(2, "offerlift.training"), (3, "serving.x")]
     assert owner("offerlift.training.train") == "training" and owner("offerlift.api") == "offerlift"
     assert owner("numpy") is None
+
+
+# -- nothing heavy at import time ------------------------------------------------------------------------------
+
+HEAVY = ("mlflow", "bentoml", "optuna", "dask", "distributed", "matplotlib")
+#: module -> third-party packages importing it must not load (besides HEAVY). LightGBM loads scikit-learn itself.
+LIGHT = {
+    "offerlift.cli": ("lightgbm", "sklearn", "pandas"),
+    "offerlift.serving.decider": (),
+    "offerlift.serving.decide_many": (),
+    "offerlift.serving.batch": (),
+    "offerlift.serving.rules": ("lightgbm", "sklearn"),
+    "offerlift.serving.settings": ("lightgbm", "sklearn"),
+    "offerlift.models.model_io": (),
+    "offerlift.models.scoring": (),
+    **{f"offerlift.features.{p.stem}": ("lightgbm", "sklearn") for p in sorted((REPO / "features").glob("[!_]*.py"))},
+}
+
+
+def loaded_by(modules: list[str], packages: tuple[str, ...]) -> dict[str, list[str]]:
+    """Import `modules` in this order in a fresh interpreter; for each, the packages of `packages` in sys.modules
+    right after it (cumulative: the first module that shows a package is the one that imported it)."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import importlib, json, sys\n"
+        f"out = {{}}\nfor m in {modules!r}:\n"
+        "    importlib.import_module(m)\n"
+        f"    out[m] = sorted(p for p in {packages!r} if p in sys.modules)\n"
+        "print(json.dumps(out))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+@pytest.mark.parametrize("forbidden", sorted({(*HEAVY, *extra) for extra in LIGHT.values()}))
+def test_nothing_heavy_is_imported_at_module_import_time(forbidden):
+    modules = sorted(m for m, extra in LIGHT.items() if (*HEAVY, *extra) == forbidden)
+    found = loaded_by(modules, forbidden)
+    assert {m: v for m, v in found.items() if v} == {}
+
+
+def test_the_import_check_sees_a_heavy_import():
+    found = loaded_by(["offerlift.features.catalog", "offerlift.models.pyfunc"], ("mlflow",))
+    assert found == {"offerlift.features.catalog": [], "offerlift.models.pyfunc": ["mlflow"]}
+
+
+# -- every folder says what it holds ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("package", sorted(set(PACKAGES) - {"simworld"}))  # simworld/: the world helper's (issue 12)
+def test_the_package_docstring_names_every_module(package):
+    folder = REPO / PACKAGES[package]
+    doc = ast.get_docstring(ast.parse((folder / "__init__.py").read_text())) or ""
+    modules = sorted(p.stem for p in folder.glob("*.py") if p.stem != "__init__")
+    assert [m for m in modules if f"`{m}`" not in doc and f"({m})" not in doc] == []

@@ -1,4 +1,4 @@
-"""Coupon abuse: behaviour columns on hand-made events, rules, the model's contract, the mask, the world's rings."""
+"""Coupon abuse: behaviour columns on hand-made events, rules, the mask, the world's rings (model: tests/training)."""
 
 from __future__ import annotations
 
@@ -9,17 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from offerlift.features.abuse import (
-    AbuseModel,
     AbusePolicy,
     AbuseRules,
     abuse_features,
     abuse_mask,
-    abuse_scores,
-    fit_behaviour_model,
     identity_flags,
     rule_score,
 )
-from offerlift.features.errors import ConfigError, DataError, NotFittedError, SchemaError
+from offerlift.features.errors import ConfigError, DataError, SchemaError
 from offerlift.simworld.config import load_world_spec
 from offerlift.simworld.world import SimWorld
 
@@ -31,8 +28,8 @@ def ev(rows: list[tuple]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
-@pytest.fixture
-def small() -> tuple[pd.DataFrame, pd.DataFrame]:
+def small_tables() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Events and customers of three hand-made customers (also used by tests/training/test_abuse_model.py)."""
     events = ev(
         [
             # a: ordinary baskets 40 and 60 (median 50); redeems c40 (min 250) with a basket of 52: below the minimum
@@ -58,6 +55,11 @@ def small() -> tuple[pd.DataFrame, pd.DataFrame]:
         }
     )
     return events, customers
+
+
+@pytest.fixture
+def small() -> tuple[pd.DataFrame, pd.DataFrame]:
+    return small_tables()
 
 
 def test_abuse_features_on_hand_made_events(small):
@@ -156,19 +158,6 @@ def test_abuse_mask_rejects_a_matrix_of_risks():
         abuse_mask(np.zeros((2, 2)), CATALOG)
 
 
-def test_abuse_model_contract(small):
-    events, customers = small
-    f = abuse_features(events, customers, at=10.0, catalog=CATALOG)
-    with pytest.raises(NotFittedError):
-        AbuseModel().predict_proba(f)
-    with pytest.raises(DataError, match="at least 5 abusers"):
-        AbuseModel().fit(f, np.array([1, 0, 0]))
-    with pytest.raises(SchemaError, match="trade_up"):
-        AbuseModel().fit(f.drop(columns=["trade_up"]), np.array([1, 0, 0]))
-    with pytest.raises(ConfigError, match="C must be positive"):
-        AbuseModel(C=0.0).fit(f, np.array([1, 0, 0]))
-
-
 @pytest.fixture(scope="module")
 def world() -> SimWorld:
     return SimWorld.default(4000, seed=5)
@@ -184,28 +173,3 @@ def test_identity_rules_find_the_worlds_rings(world, world_features):
     flagged = identity_flags(world_features)
     assert (flagged & ~truth).sum() == 0  # households share a device with one account only: never flagged
     assert (flagged & truth).sum() >= 0.95 * truth.sum()
-
-
-def test_behaviour_model_on_weak_labels_ranks_abusers_first(world, world_features):
-    model = fit_behaviour_model(world_features)
-    p = model.predict_proba(world_features)[:, 1]
-    before = model.get_params()
-    model.predict(world_features)
-    assert model.get_params() == before
-    truth = world.hidden.abuser
-    top = np.argsort(-p)[: int(truth.sum() // 4)]
-    assert truth[top].mean() > 0.5  # 3% of customers are abusers; the top quarter-count is mostly abusers
-    assert np.isfinite(p).all() and ((p >= 0) & (p <= 1)).all()
-
-
-def test_excluding_risky_customers_saves_profit_on_the_world(world, world_features):
-    """Exact truth: the best single arm sent to everyone loses money on farmers; the mask takes them out."""
-    scores = abuse_scores(world_features, model=fit_behaviour_model(world_features))
-    assert set(scores["band"]) <= {"low", "cap", "exclude"}
-    k = world.catalog.index("c10@sms")
-    plain = world.single_arm_policy("c10@sms")
-    masked = np.where(abuse_mask(scores["risk"].to_numpy(), world.catalog)[:, k], plain, 0)
-    assert world.policy_value(masked) > world.policy_value(plain)
-    oracle = world.oracle()
-    kept = abuse_mask(scores["risk"].to_numpy(), world.catalog)[np.arange(len(oracle)), oracle]
-    assert kept.mean() > 0.99  # the oracle (which never treats farmers) is barely touched
