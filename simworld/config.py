@@ -18,7 +18,8 @@ import yaml
 from offerlift.features.catalog import Catalog
 from offerlift.features.errors import ConfigError
 
-DEFAULT_SPEC = Path(__file__).resolve().parent / "default.yaml"
+PRESET_DIR = Path(__file__).resolve().parent
+DEFAULT_SPEC = PRESET_DIR / "default.yaml"
 SHOCK_METRICS = ("buy_rate", "spend", "open_rate")
 
 
@@ -191,9 +192,35 @@ def _make(kind: type, spec: Any, where: str) -> Any:
         raise ConfigError(f"{where}: bad entry {dict(spec)!r} ({exc})") from exc
 
 
+def presets() -> list[str]:
+    """Names of the world presets shipped with offerlift (the ``*.yaml`` files next to this module)."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def resolve_world(world: str | Path | None = None) -> Path:
+    """The spec file of a world given as a preset name (``default``, ``low-signal``, ...) or a path to a file.
+
+    None is the default preset. A name with no path separator and no ``.yaml``/``.yml`` suffix is a preset;
+    anything else is a file. ConfigError names what was given and lists the presets.
+    """
+    if world is None:
+        return DEFAULT_SPEC
+    text = str(world)
+    is_name = isinstance(world, str) and "/" not in text and not text.endswith((".yaml", ".yml"))
+    if is_name:
+        path = PRESET_DIR / f"{text}.yaml"
+        if path.is_file():
+            return path
+        raise ConfigError(f"unknown world {text!r}: not a preset; the presets are {presets()} (or give a spec file)")
+    path = Path(world)
+    if not path.is_file():
+        raise ConfigError(f"world spec file {text!r} does not exist; the presets are {presets()}")
+    return path
+
+
 def load_world_spec(path: str | Path | None = None) -> tuple[Catalog, WorldConfig]:
-    """Read a world spec (default: simworld/default.yaml) into its catalog and world config."""
-    path = DEFAULT_SPEC if path is None else Path(path)
+    """Read a world spec (a preset name or a file; default: simworld/default.yaml) into its catalog and config."""
+    path = resolve_world(path)
     try:
         spec = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
