@@ -135,7 +135,7 @@ def test_the_import_check_sees_a_heavy_import():
 # -- every folder says what it holds ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("package", sorted(set(PACKAGES) - {"simworld"}))  # simworld/: the world helper's (issue 12)
+@pytest.mark.parametrize("package", sorted(PACKAGES))
 def test_the_package_docstring_names_every_module(package):
     folder = REPO / PACKAGES[package]
     doc = ast.get_docstring(ast.parse((folder / "__init__.py").read_text())) or ""
