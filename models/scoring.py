@@ -171,6 +171,7 @@ class ArmScorer:
             raise ModelError(f"model arms {self.arms} differ from its catalog {self.catalog.arm_ids}")
         self.features = FeatureSpec.from_dict(spec["feature_spec"])
         self.outcomes = {name: OutcomeScorer(o, len(self.arms)) for name, o in spec["outcomes"].items()}
+        self.metadata: dict[str, Any] = dict(spec.get("metadata") or {})
         self.value_outcome: str = spec.get("value_outcome", "spend")
         self.value_from: tuple[str, ...] = tuple(spec.get("value_from") or ())
         unknown = [name for name in self.value_from if name not in self.outcomes]

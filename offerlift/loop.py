@@ -1,31 +1,40 @@
-"""The closed loop on the simulated world: decide, observe, join, report, retrain, promote, again.
+"""The closed loop on the simulated world: decide, observe, join, report, retrain, test, promote, again.
 
 Each round serves every customer of the world once at the round's simulated time, through the service's decision
 code: `offerlift.serving.decide_many.decide_logged` makes and logs exactly the decisions
-`offerlift.serving.decider.Decider.decide` would make one customer after the other (online store, rules, caps, the
-pure policy, the decision log; tested equal), in one transaction. The world plays the decisions forward; its outcomes
-are stored in the decision log (`offerlift.serving.decision_log.DecisionLog.add_outcomes`, the service's outcome
-path); the attribution join and the A/B report read them from the log; the world's exact truth gives the true value of
-every policy. The customers are split once, by a stable hash, into a training part and a judging part
-(``judge_share``). A challenger trained on every logged decision so far of the training customers (point-in-time
-features, logged propensities) is judged against the champion on every logged decision so far of the judging
-customers, which no model ever trains on (`offerlift.training.promote.judge`: paired doubly robust difference with a
-cross-fitted reward model, customer-level standard error), and promoted only when the one-sided lower bound of the
-difference is above ``min_gain``. Round 0 starts from a random policy (a model that predicts nothing), served with
-full exploration.
+`offerlift.serving.decider.Decider.decide` would make one customer after the other (online store, rules, caps,
+the pure policy, the champion/challenger split, the decision log; tested equal), in one transaction. The world
+plays the decisions forward; its outcomes go into the decision log through the service's outcome path; the
+attribution join and the A/B report read them from the log; the world's exact truth values every policy.
 
-Values are incremental profit per customer over "no offer to anyone":
-- ``policy_value``: the exact value of the policy that served the round (the champion's choices as served, with its
-  holdout and exploration);
-- ``greedy_value``: the exact value of the same model's greedy choices for every customer;
-- ``oracle_value``: the exact value of the best possible policy at that time; ``share_of_oracle`` = policy / oracle;
+Promotion is a champion/challenger design (`offerlift.training.challenger_gate`):
+
+1. After each round a candidate is trained on every logged decision so far of the training customers (all
+   groups, with their logged propensities). The customers are split once, by a stable hash, into a training part
+   and a screening part (``judge_share``).
+2. Safety screen: before it gets traffic, the candidate's greedy policy is valued off-policy against the
+   champion's on every logged decision of the screening customers, which no model trains on
+   (`offerlift.training.promote.judge`: paired doubly robust difference, customer-level standard error). Only a
+   candidate that is clearly worse (its upper bound below 0) is stopped.
+3. Live test: the screened candidate becomes the challenger (registry alias ``challenger``) and decides for
+   ``challenger_share`` of the customers outside the holdout, drawn again every round. After each round the two
+   groups' realized profit is compared on-policy where the two policies could act differently, CUPED-adjusted on
+   the customers' point-in-time features, and added to an always-valid one-sided confidence sequence: the
+   challenger is promoted when its lower bound is above ``min_gain``, stopped when its upper bound is below 0, and
+   retired after ``trial.max_looks`` rounds without a verdict (the next candidate takes its place).
+
+Round 0 starts from a random policy (a model that knows nothing and explores every decision).
+
+Values are the world's exact incremental profit per customer over "no offer to anyone" (0):
+- ``policy_value``: the policy that served the round (champion and challenger traffic, holdout, exploration);
+- ``greedy_value`` / ``challenger_greedy_value``: the champion's / challenger's greedy choices for every customer;
+- ``best_single_arm_value``: the best single arm for everyone; ``ceiling_value``: the feature ceiling
+  (`offerlift.references`); ``oracle_value``: the best possible policy; ``share_of_*`` = policy_value / each;
 - ``ab_lift`` / ``ab_lift_ci``: the A/B report's estimate (treated vs holdout, per treated customer);
-- ``true_lift``: the world's exact mean incremental profit of the treated customers' arms;
-- ``challenger_greedy_value`` / ``champion_greedy_value_judged``: the exact values of the round's challenger's and
-  champion's greedy choices on this round's judging customers (whether or not the gate promoted it): they
-  separate what the learner learned from what the gate can prove;
-- ``promotion_evidence``: the gate's difference, its one-sided bound and mirror (``ci``), standard error, the
-  smallest difference it could detect (``mde``), units judged and units where the two policies differ.
+  ``true_lift``: the world's exact mean incremental profit of the treated customers' arms;
+- ``true_diff``: the exact difference of the challenger's and the champion's policies as served (customers
+  outside the holdout), what the live test estimates; ``promotion_evidence``: the test's estimate, bounds and
+  verdict; ``screen``: the safety screen of the round's candidate.
 """
 
 from __future__ import annotations
@@ -57,18 +66,20 @@ from offerlift.models.registry import (
     activate,
     alias_version,
     resolve_tracking_uri,
+    set_alias,
 )
 from offerlift.models.scoring import FORMAT, ArmScorer, FeatureSpec
-from offerlift.serving.decide_many import decide_logged
+from offerlift.references import best_single_arm, feature_ceiling
+from offerlift.serving.decide_many import LoggedBatch, decide_logged
 from offerlift.serving.decider import Decider
 from offerlift.serving.decision_log import DecisionLog
 from offerlift.serving.decision_log import decisions as decision_table
 from offerlift.serving.decision_log import outcomes as outcome_table
-from offerlift.serving.policy import holdout_unit
+from offerlift.serving.policy import arm_probabilities, holdout_unit
 from offerlift.serving.settings import load_settings
 from offerlift.simworld.world import SimWorld
 from offerlift.training.ab_report import ab_report, decision_profit, write_report
-from offerlift.training.evaluate import greedy_arms
+from offerlift.training.challenger_gate import ChallengerTrial, TrialConfig, look_difference
 from offerlift.training.promote import GateConfig, greedy_policy, judge, promote_if_better
 from offerlift.training.train import TrainConfig, train_model
 
@@ -85,37 +96,55 @@ RoundHook = Callable[[SimWorld, pd.DataFrame, float], dict[str, Any]]
 class LoopConfig:
     """Size and settings of a loop run.
 
-    ``n_boot`` is kept for callers (the gate uses a normal bound). With ``compiled_judge`` (and lleaves installed)
-    the gate scores the challenger and the champion with compiled trees (`offerlift.models.compiled`: the same
-    predictions up to about 1e-14, six times faster); decisions always go through the service's LightGBM scorer."""
+    ``explore_scheme``, ``temperature`` and ``explore_floor`` are the exploration of the served policies
+    (`offerlift.serving.policy`); ``challenger_share`` the challenger's share of the customers outside the holdout;
+    ``trial`` the live test (its ``n_star`` defaults to the round's customers outside the holdout); ``gate`` the
+    safety screen's off-policy comparison. ``ceiling_sample`` customers a round value the feature ceiling (0: not
+    computed). With ``compiled_judge`` (and lleaves installed) the screen scores with compiled trees. ``world`` is a
+    preset name or a spec file (None: the default world). ``n_boot`` is kept for callers."""
 
     rounds: int = 6
     customers: int = 20_000
     seed: int = 0
     holdout: float = 0.10
     explore: float = 0.10
+    explore_scheme: str = "softmax"
+    temperature: float = 1.0
+    explore_floor: float = 0.2
+    challenger_share: float = 0.5
     train: TrainConfig = field(default_factory=lambda: TrainConfig.for_simulated(n_folds=0))
     judge_share: float = 0.3
     min_gain: float = 0.0
     n_boot: int = 500
     gate: GateConfig = field(default_factory=GateConfig)
+    trial: TrialConfig | None = None
     workdir: Path = Path("outputs/loop")
     model_name: str = "offerlift-simulated"
     round_hook: RoundHook | None = None
     compiled_judge: bool = True
+    ceiling_sample: int = 50_000
+    world: str | Path | None = None
 
     def __post_init__(self) -> None:
         if self.rounds < 1 or self.customers < 200:
             raise ConfigError(f"a loop needs rounds >= 1 and customers >= 200, got {self.rounds}, {self.customers}")
         if not 0.05 <= self.judge_share <= 0.8:
             raise ConfigError(f"judge_share must be in [0.05, 0.8], got {self.judge_share!r}")
+        if not 0.0 < self.challenger_share <= 0.5:
+            raise ConfigError(f"challenger_share must be in (0, 0.5], got {self.challenger_share!r}")
+
+    def trial_config(self) -> TrialConfig:
+        """The live test's settings (``n_star``: the customers of one round outside the holdout)."""
+        if self.trial is not None:
+            return replace(self.trial, min_gain=self.min_gain)
+        return TrialConfig(n_star=max(10, round(self.customers * (1 - self.holdout))), min_gain=self.min_gain)
 
 
 @dataclass
 class LoopState:
     """What the loop carries from round to round: per round, the logged units (decisions joined to their
     outcomes, with a judge flag) and their point-in-time features; per champion version, its greedy choices
-    on the judged units of each round."""
+    on the screening units of each round; the running live test."""
 
     world: SimWorld
     registry: RegistrySettings
@@ -125,11 +154,12 @@ class LoopState:
     features: list[pd.DataFrame] = field(default_factory=list)
     choices: dict[str, list[np.ndarray]] = field(default_factory=dict)
     fast: dict[str, ArmScorer] = field(default_factory=dict)
+    trial: ChallengerTrial | None = None
     rounds: list[dict[str, Any]] = field(default_factory=list)
 
 
 def random_policy_spec(catalog: Catalog, features: FeatureSpec) -> dict[str, Any]:
-    """A model that predicts nothing (every arm scores 0): the starting point, served with full exploration."""
+    """A model that predicts nothing (every arm scores 0) and explores every decision: the starting point."""
     X = np.zeros((10, len(features.columns)))
     booster = lgb.train({"objective": "regression", "verbose": -1, "num_leaves": 2}, lgb.Dataset(X, np.zeros(10)), 1)
     text = booster.model_to_string()
@@ -141,18 +171,28 @@ def random_policy_spec(catalog: Catalog, features: FeatureSpec) -> dict[str, Any
         "feature_spec": features.to_dict(),
         "outcomes": {"spend": {"kind": "t", "boosters": [text] * k}},
         "value_outcome": "spend",
-        "metadata": {"kind": "random policy"},
+        "metadata": {"kind": "random policy", "explore_all": True},
     }
 
 
-def _settings(cfg: LoopConfig, registry: RegistrySettings, explore: float, workdir: Path):
+def _settings(cfg: LoopConfig, registry: RegistrySettings, workdir: Path, share: float, period_hours: float):
     return load_settings(
         overrides={
             "insecure": True,
             "use_context_time": True,
             "decision_log_url": f"sqlite:///{workdir / 'decisions.db'}",
             "online_store_path": str(workdir / "online_store.db"),
-            "policy": {"holdout": cfg.holdout, "explore": explore, "experiment": f"loop-{cfg.seed}", "explain_top": 0},
+            "policy": {
+                "holdout": cfg.holdout,
+                "explore": cfg.explore,
+                "explore_scheme": cfg.explore_scheme,
+                "temperature": cfg.temperature,
+                "explore_floor": cfg.explore_floor,
+                "experiment": f"loop-{cfg.seed}",
+                "explain_top": 0,
+                "challenger_share": share,
+                "challenger_period_hours": period_hours,  # the split is drawn again every round
+            },
             "registry": {
                 "tracking_uri": registry.tracking_uri,
                 "model_name": registry.model_name,
@@ -169,8 +209,6 @@ def _settings(cfg: LoopConfig, registry: RegistrySettings, explore: float, workd
 def _register_random(state: LoopState, features: FeatureSpec, workdir: Path) -> str:
     import mlflow
 
-    from offerlift.models.registry import set_alias
-
     activate(state.registry)
     with mlflow.start_run(run_name="random-policy"):
         info = log_scorer_model(
@@ -182,7 +220,7 @@ def _register_random(state: LoopState, features: FeatureSpec, workdir: Path) -> 
 
 
 def _serve_round(decider: Decider, world: SimWorld, t_hours: float, rng: np.random.Generator):
-    """Every customer once, in a random order, through the service's decisions; (decisions, greedy arms)."""
+    """Every customer once, in a random order, through the service's decisions; (decisions, the batch)."""
     ids = world.customers["customer_id"].astype(str).to_numpy()
     ids = ids[rng.permutation(len(ids))]
     batch = decide_logged(decider, ids.tolist(), {"timestamp": t_hours * HOUR}, u=rng.random((len(ids), 2)))
@@ -196,9 +234,12 @@ def _serve_round(decider: Decider, world: SimWorld, t_hours: float, rng: np.rand
             "propensity": rows["propensity"],
             "grp": rows["grp"],
             "model_version": rows["model_version"],
+            "policy": rows["policy"],
+            "champion_arm": rows["champion_arm"],
+            "challenger_arm": rows["challenger_arm"],
         }
     )
-    return decisions, greedy_arms(batch.incr, batch.rule_mask)
+    return decisions, batch
 
 
 def _play(state: LoopState, dlog: DecisionLog, decisions: pd.DataFrame, seed: int) -> None:
@@ -234,29 +275,63 @@ def _joined_round(dlog: DecisionLog, t_hours: float, window_hours: float) -> pd.
     return attribute(d, o, window_hours * HOUR).joined
 
 
-def _truth_values(world: SimWorld, decisions: pd.DataFrame, greedy: np.ndarray, t: float) -> dict[str, float]:
+def _arm_index(world: SimWorld, arms: pd.Series) -> np.ndarray:
+    return pd.Index(world.arm_ids).get_indexer(arms.fillna(world.arm_ids[0]))
+
+
+def _truth_values(
+    world: SimWorld, decider: Decider, decisions: pd.DataFrame, batch: LoggedBatch, t: float, cfg: LoopConfig
+) -> dict[str, Any]:
+    """Exact values of the round's policies on the round's customers (see the module doc)."""
     rows = world.rows_of(decisions["customer_id"])
     truth = world.truth(rows, t)
-    served = pd.Index(world.arm_ids).get_indexer(decisions["arm"])
+    served = _arm_index(world, decisions["arm"])
     treated = decisions["grp"].isin(["explore", "exploit"]).to_numpy()
     values = truth.values(served)
     oracle = float(truth.values(truth.oracle()).mean())
     policy = float(values.mean())
-    return {
+    out: dict[str, Any] = {
         "policy_value": policy,
-        "greedy_value": float(truth.values(greedy).mean()),
+        "greedy_value": float(truth.values(_arm_index(world, decisions["champion_arm"])).mean()),
         "oracle_value": oracle,
         "share_of_oracle": policy / oracle if oracle > 0 else float("nan"),
         "true_lift": float(values[treated].mean()) if treated.any() else float("nan"),
+        "no_offer_value": 0.0,
+        **best_single_arm(world, rows, t),
     }
+    best = out["best_single_arm_value"]
+    out["share_of_best_single_arm"] = policy / best if best > 0 else float("nan")
+    by_challenger = (decisions["policy"] == "challenger").to_numpy()
+    out["challenger_greedy_value"] = (
+        float(truth.values(_arm_index(world, decisions["challenger_arm"])).mean())
+        if decisions["challenger_arm"].notna().all()
+        else float("nan")
+    )
+    out["true_diff"] = _true_difference(decider, batch, truth.incr, decisions) if by_challenger.any() else float("nan")
+    return out
+
+
+def _true_difference(decider: Decider, batch: LoggedBatch, incr: np.ndarray, decisions: pd.DataFrame) -> float:
+    """The exact difference of the challenger's and the champion's policies as served (same rules, each with its
+    exploration), per customer outside the holdout: what the live test estimates."""
+    champ, chall = decider.champion, decider.challenger
+    if chall is None or batch.allowed is None or batch.challenger_incr is None:
+        return float("nan")
+    zeros = np.zeros_like(batch.incr)
+    p_champ = arm_probabilities(batch.incr, zeros, batch.allowed, champ.policy)
+    p_chall = arm_probabilities(batch.challenger_incr, zeros, batch.allowed, chall.policy)
+    # without a pacing price the costs do not enter the choice; decisions are in the batch's order
+    outside = (decisions["grp"] != "holdout").to_numpy()
+    gain = ((p_chall - p_champ) * incr).sum(axis=1)
+    return float(gain[outside].mean())
 
 
 def _judge_split(customer_ids: pd.Series, share: float, seed: int) -> np.ndarray:
-    """True for customers whose decisions judge the challenger (and are left out of its training)."""
+    """True for customers whose decisions screen candidates (and are left out of their training)."""
     return holdout_unit(customer_ids.astype(str).tolist(), f"judge-{seed}") < share
 
 
-def _round_units(state: LoopState, cfg: LoopConfig, decisions: pd.DataFrame, joined: pd.DataFrame) -> pd.DataFrame:
+def _round_units(cfg: LoopConfig, decisions: pd.DataFrame, joined: pd.DataFrame) -> pd.DataFrame:
     """The round's decisions with their attributed outcomes and the judge flag (index decision_id)."""
     j = joined.set_index("decision_id").loc[decisions["decision_id"]]
     units = decisions.set_index("decision_id")
@@ -266,15 +341,16 @@ def _round_units(state: LoopState, cfg: LoopConfig, decisions: pd.DataFrame, joi
     return units
 
 
-def run_loop(cfg: LoopConfig, tracking_uri: str | None = None) -> dict[str, Any]:
-    """Run the loop; returns the JSON-ready result with one entry per round (see the module doc)."""
+def run_loop(cfg: LoopConfig, tracking_uri: str | None = None, progress: Callable[[str], None] | None = None):
+    """Run the loop; returns the JSON-ready result with one entry per round (see the module doc). ``progress``
+    gets one line per finished round."""
     workdir = Path(cfg.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     for name in ("decisions.db", "decisions.db-wal", "decisions.db-shm", "decisions.db.lock", "online_store.db"):
         (workdir / name).unlink(missing_ok=True)
     base = resolve_tracking_uri(tracking_uri)
     registry = RegistrySettings(base.tracking_uri, base.artifact_root, cfg.model_name, base.experiment)
-    world = SimWorld.default(n_customers=cfg.customers, seed=cfg.seed)
+    world = make_world(cfg)
     state = LoopState(world=world, registry=registry, events=world.history_events())
     rng = np.random.default_rng(cfg.seed)
     store = OnlineStore(workdir / "online_store.db")
@@ -285,47 +361,82 @@ def run_loop(cfg: LoopConfig, tracking_uri: str | None = None) -> dict[str, Any]
     for r in range(cfg.rounds):
         entry = _round(cfg, state, store, workdir, r, rng)
         state.rounds.append(entry)
-        log.info(
-            "round %d (%.0fs): policy %.4f, oracle %.4f (%.0f%%), A/B lift %.4f [%.4f, %.4f], true lift %.4f, %s",
-            r,
-            entry["seconds"],
-            entry["policy_value"],
-            entry["oracle_value"],
-            100 * entry["share_of_oracle"],
-            entry["ab_lift"],
-            *entry["ab_lift_ci"],
-            entry["true_lift"],
-            "promoted" if entry["promoted"] else "kept",
-        )
+        line = round_line(entry)
+        log.info("%s", line)
+        if progress is not None:
+            progress(line)
     store.close()
     return {
         "rounds": state.rounds,
         "seconds": time.perf_counter() - started,
         "customers": cfg.customers,
         "seed": cfg.seed,
+        "world": str(cfg.world) if cfg.world is not None else "default",
         "workdir": str(workdir),
         "report": state.rounds[-1]["report"],
+        "verdict": verdict_line(state.rounds),
     }
+
+
+def make_world(cfg: LoopConfig) -> SimWorld:
+    """The loop's world: the named preset or spec file of ``cfg.world`` (None: the default world)."""
+    if cfg.world is None:
+        return SimWorld.default(n_customers=cfg.customers, seed=cfg.seed)
+    return SimWorld.from_yaml(cfg.world, n_customers=cfg.customers, seed=cfg.seed)
+
+
+def round_line(entry: dict[str, Any]) -> str:
+    """One line of progress for a finished round."""
+    verdict = entry["promotion_evidence"].get("verdict", "-")
+    return (
+        f"round {entry['round']} ({entry['seconds']:.0f}s): served {entry['policy_value']:+.4f} per customer "
+        f"(best single arm {entry['best_single_arm_value']:+.4f}, ceiling {_fmt(entry.get('ceiling_value'))}, "
+        f"oracle {entry['oracle_value']:+.4f}); challenger {entry.get('challenger_version') or '-'}: {verdict}"
+    )
+
+
+def _fmt(v: Any) -> str:
+    return "-" if v is None or not np.isfinite(v) else f"{v:+.4f}"
+
+
+def verdict_line(rounds: list[dict[str, Any]]) -> str:
+    """The loop in one line: the first promotion and where the served policy ended, against its floors."""
+    promoted = [r for r in rounds if r["promoted"]]
+    last = rounds[-1]
+    head = (
+        f"round {promoted[0]['round']}: challenger v{promoted[0]['challenger_version']} promoted"
+        if promoted
+        else "no challenger was promoted"
+    )
+    ceiling = last.get("ceiling_value")
+    share = f", {last['share_of_ceiling']:.0%} of the feature ceiling" if ceiling and ceiling > 0 else ""
+    gap = last["policy_value"] - last["best_single_arm_value"]
+    return (
+        f"{head}; round {last['round']}: served policy {last['policy_value']:+.4f} per customer{share}, "
+        f"{gap:+.4f} {'above' if gap >= 0 else 'below'} the best single coupon ({last['best_single_arm']})"
+    )
 
 
 def _round(
     cfg: LoopConfig, state: LoopState, store: OnlineStore, workdir: Path, r: int, rng: np.random.Generator
 ) -> dict[str, Any]:
-    """One round: serve, value exactly, play, join, report, retrain and judge; returns the round's entry."""
+    """One round: serve, value exactly, play, join, report, test the challenger, retrain and screen."""
     world, window = state.world, state.world.config.window_hours
     t = r * window
     t0 = time.perf_counter()
     if r > 0:
         refresh_store(store, state.events[state.events["time"] < t], world.customers, at=t)
-    champion = alias_version(state.registry, CHAMPION)
-    explore = 1.0 if champion == state.random_version else cfg.explore
-    decider = Decider(_settings(cfg, state.registry, explore=explore, workdir=workdir), store=store)
+    share = cfg.challenger_share if state.trial is not None else 0.0
+    decider = Decider(_settings(cfg, state.registry, workdir, share, window), store=store)
     decider.load_champion()
-    decisions, greedy = _serve_round(decider, world, t, rng)
+    if state.trial is not None and (decider.challenger is None or
+                                    decider.challenger.version != state.trial.challenger_version):  # fmt: skip
+        raise ConfigError(f"challenger {state.trial.challenger_version} is not the one the service loaded")
+    decisions, batch = _serve_round(decider, world, t, rng)
     serve_s = time.perf_counter() - t0
-    truth = _truth_values(world, decisions, greedy, t)
+    truth = _truth_values(world, decider, decisions, batch, t, cfg)
     _play(state, decider.log, decisions, seed=cfg.seed * 1000 + r)
-    units = _round_units(state, cfg, decisions, _joined_round(decider.log, t, window))
+    units = _round_units(cfg, decisions, _joined_round(decider.log, t, window))
     as_of = pd.DataFrame({"unit_id": units.index, "customer_id": units["customer_id"].to_numpy(), "time": t})
     feats = build_features(state.events, world.customers, as_of)
     state.units.append(units)
@@ -333,7 +444,7 @@ def _round(
     report, paths = _report(cfg, state, units, feats, workdir / f"round_{r}", t)
     entry: dict[str, Any] = {
         "round": r,
-        "model_version": decisions["model_version"].iloc[0],
+        "model_version": decider.champion.version,
         "customers": len(decisions),
         **truth,
         "ab_lift": report["lift"]["estimate"],
@@ -343,10 +454,21 @@ def _round(
         "serve_seconds": serve_s,
     }
     entry["ab_ci_covers_true_lift"] = bool(entry["ab_lift_ci"][0] <= truth["true_lift"] <= entry["ab_lift_ci"][1])
+    if cfg.ceiling_sample > 0:
+        rows = world.rows_of(units["customer_id"].to_numpy())
+        ceil = feature_ceiling(world, feats.reset_index(drop=True), rows, t, cfg.ceiling_sample, cfg.seed + r)
+        entry.update(ceil)
+        c = ceil["ceiling_value"]
+        entry["share_of_ceiling"] = truth["policy_value"] / c if c > 0 else float("nan")
+        entry["greedy_share_of_ceiling"] = truth["greedy_value"] / c if c > 0 else float("nan")
     if cfg.round_hook is not None:
         entry.update(cfg.round_hook(world, units.join(feats), t))
+    champion = decider.champion
     decider.close()
-    entry.update(_retrain_and_promote(cfg, state, decider.champion, r))
+    entry.update(_test_challenger(cfg, state, units, feats, r))
+    entry.update(_retrain_and_screen(cfg, state, r))
+    entry["champion_greedy_value_judged"] = entry["greedy_value"]
+    entry["champion_version_next"] = alias_version(state.registry, CHAMPION) or champion.version
     entry["seconds"] = time.perf_counter() - t0
     return entry
 
@@ -358,8 +480,80 @@ def _report(cfg: LoopConfig, state: LoopState, units: pd.DataFrame, feats: pd.Da
     return report, write_report(report, out)
 
 
+def covariates(feats: pd.DataFrame) -> np.ndarray:
+    """The point-in-time numeric features of the decisions, for CUPED (missing values as 0 plus a flag)."""
+    num = feats.select_dtypes(include=[np.number, "bool"]).astype(float)
+    cols = [num.fillna(0.0).to_numpy()]
+    missing = num.isna().to_numpy()
+    if missing.any():
+        cols.append(missing[:, missing.any(axis=0)].astype(float))
+    X = np.hstack(cols)
+    keep = X.std(axis=0) > 0
+    return X[:, keep]
+
+
+def _test_challenger(
+    cfg: LoopConfig, state: LoopState, units: pd.DataFrame, feats: pd.DataFrame, r: int
+) -> dict[str, Any]:
+    """The live test's look at this round (when a challenger served), its verdict and the promotion."""
+    trial = state.trial
+    if trial is None:
+        return {"promoted": False, "challenger_version": None, "promotion_evidence": {}}
+    outside = (units["grp"] != "holdout").to_numpy()
+    u = units[outside]
+    look = look_difference(
+        decision_profit(u, state.world.catalog),
+        (u["policy"] == "challenger").to_numpy(),
+        (u["grp"] == "explore").to_numpy(),
+        u["champion_arm"].to_numpy(dtype=object),
+        u["challenger_arm"].to_numpy(dtype=object),
+        covariates(feats[outside]),
+    )
+    evidence = trial.add(look)
+    verdict = evidence["verdict"]
+    record = {
+        "promote": evidence["promote"],
+        "value_a": float("nan"),
+        "value_b": float("nan"),
+        "diff": evidence["diff"],
+        "ci_low": evidence["ci"][0],
+        "ci_high": evidence["ci"][1],
+        "estimator": "on-policy champion/challenger, CUPED, one-sided confidence sequence",
+        "reason": (
+            f"challenger v{trial.challenger_version} vs champion v{trial.champion_version} after {evidence['looks']} "
+            f"look(s): {evidence['diff']:+.4f} per unit (se {evidence['se']:.4f}), always-valid one-sided "
+            f"{evidence['level']:.0%} bounds [{evidence['ci'][0]:+.4f}, {evidence['ci'][1]:+.4f}] -> {verdict}"
+        ),
+        "se": evidence["se"],
+        "mde": evidence["mde"],
+        "n_differ": evidence["informative_units"],
+    }
+    result = promote_if_better(state.registry, trial.challenger_version, trial.champion_version, record,
+                               evidence["units"])  # fmt: skip
+    if verdict != "continue":
+        state.trial = None
+    return {
+        "promoted": result.promoted,
+        "challenger_version": trial.challenger_version,
+        "promotion_evidence": {
+            "diff": evidence["diff"],
+            "ci": evidence["ci"],
+            "se": evidence["se"],
+            "mde": evidence["mde"],
+            "units": evidence["units"],
+            "units_differ": evidence["informative_units"],
+            "estimator": record["estimator"],
+            "level": evidence["level"],
+            "verdict": verdict,
+            "looks": evidence["looks"],
+            "boundary_z": evidence["boundary_z"],
+            "variance_kept": evidence["variance_kept"],
+        },
+    }
+
+
 def _experiment(state: LoopState, judged: bool) -> Experiment:
-    """Every logged decision so far of the judging (or of the training) customers, with point-in-time features
+    """Every logged decision so far of the screening (or of the training) customers, with point-in-time features
     and logged propensities."""
     u = pd.concat(state.units)
     keep = u["judge"].to_numpy() == judged
@@ -390,7 +584,7 @@ def _experiment(state: LoopState, judged: bool) -> Experiment:
 
 
 def _judging_scorer(cfg: LoopConfig, state: LoopState, version: str, scorer: ArmScorer) -> ArmScorer:
-    """The scorer the gate uses for a model version: compiled trees when configured and available (cached)."""
+    """The scorer the screen uses for a model version: compiled trees when configured and available (cached)."""
     if not cfg.compiled_judge:
         return scorer
     if version not in state.fast:
@@ -400,37 +594,54 @@ def _judging_scorer(cfg: LoopConfig, state: LoopState, version: str, scorer: Arm
         if compiled.available():
             try:
                 state.fast[version] = compiled.compile_scorer(scorer, Path(cfg.workdir) / "compiled")
-            except Exception as exc:  # the gate still works with the plain scorer, only slower
-                log.warning("could not compile model %s for the gate, using LightGBM: %s", version, exc)
+            except Exception as exc:  # the screen still works with the plain scorer, only slower
+                log.warning("could not compile model %s for the screen, using LightGBM: %s", version, exc)
     return state.fast[version]
 
 
-def _champion_choices(cfg: LoopConfig, state: LoopState, champion: Any, judged: list[pd.DataFrame]) -> np.ndarray:
-    """The champion's greedy arm on every judged unit so far (cached per round; the random policy offers nothing)."""
-    cached = state.choices.setdefault(champion.version, [])
+def _champion_choices(cfg: LoopConfig, state: LoopState, version: str, judged: list[pd.DataFrame]) -> np.ndarray:
+    """The champion's greedy arm on every screening unit so far (cached per round; the random policy offers
+    nothing)."""
+    cached = state.choices.setdefault(version, [])
+    if len(cached) < len(judged) and version != state.random_version:
+        scorer = _judging_scorer(cfg, state, version, load_model(_model_uri(state, version)))
     for r in range(len(cached), len(judged)):
         feats = judged[r]
-        if champion.version == state.random_version:
+        if version == state.random_version:
             cached.append(np.zeros(len(feats), dtype=np.intp))
         else:
             allowed = reachable_arms(state.world.catalog, feats, len(feats))
-            scorer = _judging_scorer(cfg, state, champion.version, champion.scorer)
             cached.append(greedy_policy(scorer, feats, allowed)[0])
     return np.concatenate(cached)
 
 
-def _retrain_and_promote(cfg: LoopConfig, state: LoopState, champion: Any, r: int) -> dict[str, Any]:
+def _model_uri(state: LoopState, version: str) -> str:
+    import mlflow
+
+    mlflow.set_tracking_uri(state.registry.tracking_uri)
+    return f"models:/{state.registry.model_name}/{version}"
+
+
+def _retrain_and_screen(cfg: LoopConfig, state: LoopState, r: int) -> dict[str, Any]:
+    """Train the round's candidate; when no live test runs, screen it and make it the next round's challenger."""
     result = train_model(_experiment(state, judged=False), cfg.train, state.registry)
-    challenger = _judging_scorer(cfg, state, str(result.version), load_model(result.model_uri))
+    out: dict[str, Any] = {"candidate_version": str(result.version), "train_units": 0, "screen": {}}
+    out["train_units"] = int(sum(int((~u["judge"]).sum()) for u in state.units))
+    if state.trial is not None:
+        out["screen"] = {"skipped": f"challenger v{state.trial.challenger_version} is still in its live test"}
+        set_alias(state.registry, CHALLENGER, state.trial.challenger_version)
+        return out
+    champion = alias_version(state.registry, CHAMPION)
+    candidate = _judging_scorer(cfg, state, str(result.version), load_model(result.model_uri))
     judged = [f[u["judge"].to_numpy()] for u, f in zip(state.units, state.features, strict=True)]
     units = pd.concat([u[u["judge"]] for u in state.units])
     feats = pd.concat(judged)
     allowed = reachable_arms(state.world.catalog, feats, len(feats))
     old = _champion_choices(cfg, state, champion, judged)
-    gate = replace(cfg.gate, min_gain=cfg.min_gain, seed=cfg.seed + r)
+    gate = replace(cfg.gate, seed=cfg.seed + r)
     evidence = judge(
         None,
-        challenger,
+        candidate,
         feats,
         units["arm"].to_numpy(),
         decision_profit(units, state.world.catalog),
@@ -440,28 +651,21 @@ def _retrain_and_promote(cfg: LoopConfig, state: LoopState, champion: Any, r: in
         customer_ids=units["customer_id"].to_numpy(),
         champion_choices=old,
     )
-    verdict = promote_if_better(state.registry, result.version, champion.version, evidence, len(units))
-    assert alias_version(state.registry, CHALLENGER) == result.version
-    new = evidence["challenger_choices"]
-    if verdict.promoted:
-        state.choices[result.version] = np.split(new, np.cumsum([len(f) for f in judged])[:-1])
-    last = slice(len(units) - len(judged[-1]), len(units))
-    world, t = state.world, r * state.world.config.window_hours
-    truth = world.truth(world.rows_of(units["customer_id"].to_numpy()[last]), t)
-    return {
-        "promoted": verdict.promoted,
-        "challenger_version": result.version,
-        "challenger_greedy_value": float(truth.values(new[last]).mean()),
-        "champion_greedy_value_judged": float(truth.values(old[last]).mean()),
-        "promotion_evidence": {
-            "diff": verdict.diff,
-            "ci": [verdict.ci_low, verdict.ci_high],
-            "se": verdict.se,
-            "mde": verdict.mde,
-            "units": verdict.units,
-            "units_differ": verdict.units_differ,
-            "estimator": verdict.estimator,
-            "level": gate.level,
-        },
-        "train_units": int(sum(int((~u["judge"]).sum()) for u in state.units)),
+    passed = bool(evidence["ci_high"] > 0)
+    out["screen"] = {
+        "diff": float(evidence["diff"]),
+        "ci": [float(evidence["ci_low"]), float(evidence["ci_high"])],
+        "se": float(evidence["se"]),
+        "units": int(evidence["n"]),
+        "passed": passed,
+        "estimator": evidence["estimator"],
     }
+    if passed:
+        state.trial = ChallengerTrial(str(result.version), str(champion), cfg.trial_config())
+        set_alias(state.registry, CHALLENGER, str(result.version))
+    log.info(
+        "screen of candidate v%s against champion v%s: %+.4f [%+.4f, %+.4f] -> %s",
+        result.version, champion, evidence["diff"], evidence["ci_low"], evidence["ci_high"],
+        "live test next round" if passed else "stopped",
+    )  # fmt: skip
+    return out

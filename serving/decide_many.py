@@ -36,6 +36,8 @@ class LoggedBatch:
         rows: the logged decision rows (the decision log's columns; ``context`` as its JSON text).
         incr: (n, K) the champion's expected incremental profit of every arm.
         challenger_incr: (n, K) the challenger's, when one decided for its share (else None).
+        allowed: (n, K) the arms every rule allowed, caps included (the mask the policy decided with), when the
+            batch was decided in one transaction (else None).
         rule_mask: (n, K) the arms the customer rules allow (eligibility, consent, reach), before caps and budget.
         one_transaction: True when the batch was decided in one transaction; False when it fell back to
             `Decider.decide` one customer at a time (a budget with pacing, a budget that could run out, or a
@@ -47,6 +49,7 @@ class LoggedBatch:
     rule_mask: np.ndarray
     one_transaction: bool
     challenger_incr: np.ndarray | None = None
+    allowed: np.ndarray | None = None
 
 
 def decide_logged(
@@ -77,8 +80,8 @@ def decide_logged(
     versus = None
     if chall is not None:
         c_incr, c_cost = chall.scores(chall.scorer.features.encode_records(attrs))
-        versus = ChallengerScores(c_incr, c_cost, challenger_serves(ids, decider.settings, chall.version,
-                                                                    decision_time(decider, ctx)))  # fmt: skip
+        serves = challenger_serves(ids, decider.settings, chall.version, decision_time(decider, ctx))
+        versus = ChallengerScores(c_incr, c_cost, serves, chall.policy.explore)
     k = len(champ.arm_ids)
     masks = [champ.rule_mask(decider.rules, a, ctx.get("channels")) for a in attrs]
     rule_mask = np.vstack(masks) if masks else np.ones((0, k), dtype=bool)
@@ -88,13 +91,15 @@ def decide_logged(
     if u.shape != (len(ids), 2):
         raise ConfigError(f"u must have shape ({len(ids)}, 2), got {u.shape}")
     cold = np.array([c not in stored for c in ids], dtype=bool)
-    rows = None
+    rows, allowed = None, None
     if len(set(ids)) == len(ids):
-        rows = _commit_batch(decider, champ, ids, cold, incr, cost, rule_mask, u, ctx, versus)
+        made = _commit_batch(decider, champ, ids, cold, incr, cost, rule_mask, u, ctx, versus)
+        if made is not None:
+            rows, allowed = made
     one = rows is not None
     if rows is None:
         rows = _one_by_one(decider, ids, ctx)
-    return LoggedBatch(rows, incr, rule_mask, one, None if versus is None else versus.incr)
+    return LoggedBatch(rows, incr, rule_mask, one, None if versus is None else versus.incr, allowed)
 
 
 def decision_time(decider: Decider, context: Mapping[str, Any]) -> float:
@@ -153,8 +158,9 @@ def _commit_batch(
     u: np.ndarray,
     ctx: Mapping[str, Any],
     versus: ChallengerScores | None = None,
-) -> pd.DataFrame | None:
-    """Decide, insert and charge in one write transaction; None (nothing written) when decisions could interact."""
+) -> tuple[pd.DataFrame, np.ndarray] | None:
+    """Decide, insert and charge in one write transaction: (rows, the final mask); None (nothing written) when
+    decisions could interact."""
     settings, rules, dlog = decider.settings, decider.rules, decider.log
     campaign, now = settings.campaign.name, decision_time(decider, ctx)
     hu = holdout_unit(ids, champ.policy.experiment)
@@ -165,7 +171,8 @@ def _commit_batch(
         if b is not None and settings.pacing.enabled:
             return None
         contacts = _window_contacts(conn, now - rules.cap_window_hours * 3600.0)
-        d = decide(incr, cost, rule_mask & _cap_masks(champ, rules, ids, contacts), hu, u, champ.policy, 0.0, versus)
+        allowed = rule_mask & _cap_masks(champ, rules, ids, contacts)
+        d = decide(incr, cost, allowed, hu, u, champ.policy, 0.0, versus)
         charges = np.asarray(champ.worst_cost, dtype=float)[d.arm]
         committed = None
         if b is not None:
@@ -177,7 +184,7 @@ def _commit_batch(
             conn.execute(decision_table.insert(), rows)
         if committed is not None and committed != b.committed:
             conn.execute(budget_table.update().where(budget_table.c.campaign == campaign).values(committed=committed))
-    return pd.DataFrame(rows, columns=[c.name for c in decision_table.columns])
+    return pd.DataFrame(rows, columns=[c.name for c in decision_table.columns]), allowed
 
 
 def _rows(

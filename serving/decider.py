@@ -207,11 +207,14 @@ class Decision:
 
 
 def policy_config(settings: ServeSettings, scorer: ArmScorer) -> PolicyConfig:
-    """The pure policy's configuration from the service settings (the fallback arm id becomes an index)."""
+    """The pure policy's configuration from the service settings (the fallback arm id becomes an index).
+
+    A model whose metadata says ``explore_all`` (a model that knows nothing yet, such as the closed loop's starting
+    random policy) explores every decision."""
     p = settings.policy
     return PolicyConfig(
         holdout=p.holdout,
-        explore=p.explore,
+        explore=1.0 if scorer.metadata.get("explore_all") else p.explore,
         experiment=p.experiment,
         fallback_arm=0 if p.fallback_arm is None else scorer.catalog.index(p.fallback_arm),
         explore_scheme=p.explore_scheme,
@@ -584,7 +587,7 @@ class Decider:
         if chall is not None:
             c_incr, c_cost = chall.scores(chall.scorer.features.encode_records([attrs]))
             serves = challenger_serves([customer_id], self.settings, chall.version, now)
-            versus = (c_incr, c_cost, serves)
+            versus = (c_incr, c_cost, serves, chall.policy.explore)
             if serves[0]:
                 out["incr"] = c_incr
 

@@ -87,11 +87,14 @@ class ChallengerScores:
         incr: (n, K) the challenger's expected incremental profit of every arm.
         cost: (n, K) the challenger's expected cost of every arm.
         serves: (n,) bool, True for the customers decided by the challenger.
+        explore: the challenger's exploration share (None: the policy's ``explore``); a model that knows nothing
+            yet (the loop's starting random policy) explores everything while the other one does not.
     """
 
     incr: np.ndarray
     cost: np.ndarray
     serves: np.ndarray
+    explore: float | None = None
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,22 @@ def exploration_distribution(score: np.ndarray, allowed: np.ndarray, config: Pol
     z = np.exp(z - z.max(axis=1, keepdims=True))
     soft = z / z.sum(axis=1, keepdims=True)
     return config.explore_floor * uniform + (1.0 - config.explore_floor) * soft
+
+
+def arm_probabilities(
+    incr: np.ndarray, cost: np.ndarray, allowed: np.ndarray, config: PolicyConfig, price: float = 0.0,
+    explore: float | None = None,
+) -> np.ndarray:  # fmt: skip
+    """(n, K) the probability of every arm for a customer outside the holdout: ``explore * q + (1 - explore) *
+    1[greedy]``, the policy as served (rules in ``allowed``, exploration, price), for exact valuations."""
+    allowed = np.array(allowed, dtype=bool)
+    allowed[:, 0] = True
+    score = np.where(allowed, np.asarray(incr, float) - price * np.asarray(cost, float), -np.inf)
+    score[:, 0] = 0.0
+    share = config.explore if explore is None else explore
+    probs = share * exploration_distribution(score, allowed, config)
+    probs[np.arange(len(score)), greedy_choice(score, allowed, config.fallback_arm)] += 1.0 - share
+    return probs
 
 
 def _draw(q: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -211,14 +230,19 @@ def decide(
         score, greedy = score_own, greedy_own
 
     q = exploration_distribution(score, allowed, config)
-    explores = u[:, 0] < config.explore
+    share = np.full(n, config.explore)
+    if challenger is not None and challenger.explore is not None:
+        if not 0.0 <= challenger.explore <= 1.0:
+            raise ConfigError(f"the challenger's explore share must be in [0, 1], got {challenger.explore!r}")
+        share[serves] = challenger.explore
+    explores = u[:, 0] < share
     explored = _draw(q, u[:, 1])
 
     holdout = holdout_u < config.holdout
     arm = np.where(holdout, 0, np.where(explores, explored, greedy))
     group = np.where(holdout, "holdout", np.where(explores, "explore", "exploit")).astype(object)
 
-    within = config.explore * q[rows, arm] + (1.0 - config.explore) * (arm == greedy)
+    within = share * q[rows, arm] + (1.0 - share) * (arm == greedy)
     group_p = np.where(holdout, 1.0, within)
     propensity = config.holdout * (arm == 0) + (1.0 - config.holdout) * within
     return Decisions(

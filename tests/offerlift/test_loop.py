@@ -46,11 +46,33 @@ def test_every_round_reports_the_promised_fields(loop_run):
             "ab_lift_ci",
             "true_lift",
             "promoted",
+            "best_single_arm_value",
+            "ceiling_value",
+            "share_of_ceiling",
+            "share_of_best_single_arm",
         ):
             assert key in r, key
         assert r["oracle_value"] > 0 and np.isfinite(r["policy_value"])
-        assert r["ab_lift_ci"][0] <= r["ab_lift"] <= r["ab_lift_ci"][1]
         assert isinstance(r["promoted"], bool)
+        assert r["policy_value"] < r["oracle_value"] and r["best_single_arm_value"] < r["oracle_value"]
+        assert 0 < r["ceiling_value"] <= r["ceiling_oracle_value"]
+        assert r["share_of_ceiling"] == pytest.approx(r["policy_value"] / r["ceiling_value"])
+        assert r["best_single_arm"] in ("c3@sms", "c3@push", "c3@wechat", "c3@email", "c5@sms", "c5@push",
+                                        "c5@wechat", "c5@email", "c10@sms", "c10@push", "c10@wechat", "c10@email",
+                                        "c20@sms", "c20@push", "c20@wechat", "c20@email", "c40@sms", "c40@push",
+                                        "c40@wechat", "c40@email")  # fmt: skip
+
+
+def test_the_best_single_arm_is_the_best_of_the_single_arm_policies(loop_run):
+    """Checked against the world's exact values of every single-arm policy, one arm at a time."""
+    from offerlift.simworld.world import SimWorld
+
+    result, _, _ = loop_run
+    world = SimWorld.default(n_customers=2500, seed=3)  # the loop's world before any decision: round 0's truth
+    values = {a: world.policy_value(world.single_arm_policy(a)) for a in world.catalog.treatment_arms}
+    best = max(values, key=values.get)
+    r0 = result["rounds"][0]
+    assert r0["best_single_arm"] == best and r0["best_single_arm_value"] == pytest.approx(values[best])
 
 
 def test_round_zero_is_the_random_policy_with_logged_propensities(loop_run):
@@ -86,15 +108,15 @@ def test_every_decision_gets_its_outcome_joined_exactly_once(loop_run):
     assert set(outcomes["decision_id"]) == set(decisions["decision_id"])
 
 
-def test_gate_evidence_says_how_much_it_could_detect(loop_run):
+def test_every_round_trains_a_candidate_and_screens_it_when_no_test_runs(loop_run):
     result, _, _ = loop_run
+    first = result["rounds"][0]
+    assert first["challenger_version"] is None and first["promotion_evidence"] == {}  # nothing to test yet
+    screen = first["screen"]
+    assert screen["ci"][0] <= screen["diff"] <= screen["ci"][1] and screen["units"] > 0
     for r in result["rounds"]:
-        ev = r["promotion_evidence"]
-        assert ev["se"] > 0 and ev["mde"] > ev["se"] and 0 <= ev["units_differ"] <= ev["units"]
-        assert ev["ci"][0] <= ev["diff"] <= ev["ci"][1]
-        assert np.isfinite(r["challenger_greedy_value"]) and np.isfinite(r["champion_greedy_value_judged"])
-    units = [r["promotion_evidence"]["units"] for r in result["rounds"]]
-    assert units[1] > units[0]  # the gate pools every round's judged decisions
+        assert r["candidate_version"] not in (None, r["model_version"])
+        assert r["train_units"] > 0
 
 
 def test_round_hook_sees_the_rounds_units_with_features(loop_run):
@@ -104,22 +126,62 @@ def test_round_hook_sees_the_rounds_units_with_features(loop_run):
         assert r["hook_time"] == r["round"] * 168.0
 
 
-def test_a_promoted_challenger_serves_the_next_round_with_exploration(tmp_path):
-    uri = resolve_tracking_uri(root=tmp_path / "mlruns").tracking_uri
+@pytest.fixture(scope="module")
+def forced_run(tmp_path_factory):
+    """A loop whose screen lets every candidate through and whose test promotes at the first look."""
+    import offerlift.loop as loop_mod
+
+    work = tmp_path_factory.mktemp("forced")
+    uri = resolve_tracking_uri(root=work / "mlruns").tracking_uri
+    real = loop_mod.judge
+
+    def lenient(*args, **kwargs):
+        evidence = real(*args, **kwargs)
+        return {**evidence, "ci_high": abs(evidence["ci_high"]) + 1.0}
+
     cfg = LoopConfig(
         rounds=3,
         customers=3000,
         seed=4,
-        workdir=tmp_path,
-        min_gain=-1e9,  # a gate that lets everything through: the mechanics of a promotion
+        workdir=work,
+        min_gain=-1e9,  # promote at the first look: the mechanics of a promotion
+        ceiling_sample=0,
         train=TrainConfig(learner="s", n_folds=0, params=FAST),
     )
-    result = run_loop(cfg, tracking_uri=uri)
+    mp = pytest.MonkeyPatch()
+    mp.setattr(loop_mod, "judge", lenient)
+    try:
+        result = run_loop(cfg, tracking_uri=uri)
+    finally:
+        mp.undo()
+    return result, work
+
+
+def test_a_screened_candidate_gets_its_share_and_a_promoted_one_serves_next(forced_run):
+    result, work = forced_run
     first, second, third = result["rounds"]
-    assert first["promoted"] and second["model_version"] == first["challenger_version"]
-    assert third["model_version"] == second["challenger_version"]
-    rows = pd.DataFrame(DecisionLog(f"sqlite:///{tmp_path / 'decisions.db'}").read())
-    served = rows[rows["model_version"] == second["model_version"]]
-    assert set(served["grp"]) == {"holdout", "explore", "exploit"}
-    exploit = served[served["grp"] == "exploit"]
-    assert (exploit["propensity"] > 0.8).all()  # the greedy arm: 0.9 * (0.9 + 0.1 / allowed arms)
+    assert first["screen"]["passed"] and second["challenger_version"] == first["candidate_version"]
+    assert second["promoted"] and third["model_version"] == second["challenger_version"]
+    assert third["challenger_version"] == second["candidate_version"]
+    rows = pd.DataFrame(DecisionLog(f"sqlite:///{work / 'decisions.db'}").read())
+    r1 = rows[(rows["ts"] >= 168 * 3600) & (rows["ts"] < 2 * 168 * 3600)]
+    by = r1[r1["grp"] != "holdout"].groupby("policy").size()
+    assert by["challenger"] / by.sum() == pytest.approx(0.5, abs=0.05)
+    assert (r1.loc[r1["policy"] == "challenger", "model_version"] == second["challenger_version"]).all()
+    assert r1["challenger_arm"].notna().all() and r1["champion_arm"].notna().all()
+    # the random champion explores everything; the challenger exploits 90% of its decisions
+    champ = r1[(r1["policy"] == "champion") & (r1["grp"] != "holdout")]
+    chall = r1[r1["policy"] == "challenger"]
+    assert (champ["grp"] == "explore").all()
+    assert (chall["grp"] == "exploit").mean() == pytest.approx(0.9, abs=0.05)
+    assert np.isfinite(second["true_diff"]) and np.isfinite(second["challenger_greedy_value"])
+    ev = second["promotion_evidence"]
+    assert ev["verdict"] == "promote" and ev["looks"] == 1 and ev["ci"][0] <= ev["diff"] <= ev["ci"][1]
+    assert 0 < ev["units_differ"] <= ev["units"] == len(r1) - (r1["grp"] == "holdout").sum()
+
+
+def test_the_verdict_line_names_the_promotion_and_the_floors(forced_run):
+    result, _ = forced_run
+    second, last = result["rounds"][1], result["rounds"][-1]
+    assert result["verdict"].startswith(f"round 1: challenger v{second['challenger_version']} promoted")
+    assert f"{last['policy_value']:+.4f}" in result["verdict"] and last["best_single_arm"] in result["verdict"]

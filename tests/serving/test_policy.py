@@ -259,3 +259,35 @@ def test_bad_exploration_settings_are_refused():
         PolicyConfig(temperature=0)
     with pytest.raises(ConfigError, match="explore_floor"):
         PolicyConfig(explore_floor=0)
+
+
+def test_the_challenger_may_explore_at_its_own_share():
+    rng = np.random.default_rng(3)
+    n = 40_000
+    incr = np.tile(np.array([0.0, 1.0, 0.5, 0.2, 0.1, 0.0, 0.3]), (n, 1))
+    allowed = np.ones((n, K), dtype=bool)
+    serves = np.arange(n) % 2 == 0
+    from offerlift.serving.policy import ChallengerScores
+
+    d = decide(incr, np.zeros_like(incr), allowed, np.ones(n), rng.random((n, 2)), PolicyConfig(0, explore=1.0),
+               challenger=ChallengerScores(incr, np.zeros_like(incr), serves, explore=0.1))  # fmt: skip
+    assert (d.group[~serves] == "explore").all()
+    assert np.mean(d.group[serves] == "explore") == pytest.approx(0.1, abs=0.01)
+    np.testing.assert_allclose(d.propensity[serves & (d.arm == 1)], 0.9 + 0.1 / K)
+    np.testing.assert_allclose(d.propensity[~serves], 1 / K)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.sampled_from(["uniform", "softmax"]))
+def test_arm_probabilities_are_the_logged_propensities(seed, scheme):
+    from offerlift.serving.policy import arm_probabilities
+
+    rng = np.random.default_rng(seed)
+    n = 50
+    incr, cost = rng.normal(size=(n, K)), rng.random((n, K))
+    allowed = rng.random((n, K)) < 0.6
+    config = PolicyConfig(holdout=0.0, explore=0.3, explore_scheme=scheme, temperature=0.4)
+    probs = arm_probabilities(incr, cost, allowed, config, price=0.2)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0)
+    d = decide(incr, cost, allowed, np.ones(n), rng.random((n, 2)), config, 0.2)
+    np.testing.assert_allclose(probs[np.arange(n), d.arm], d.propensity)
