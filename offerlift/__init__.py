@@ -4,6 +4,6 @@ The subpackages live in the repository's top-level folders, mapped into this nam
 (features/), `offerlift.models` (models/), `offerlift.simworld` (simworld/), `offerlift.training` (training/) and
 `offerlift.serving` (serving/). This folder holds what ties them together for users: the `offerlift` command
 (`cli`), the Python API (`api`) and what it re-exports (`datasets`, `modeling`, `score`, `analysis`, `plots`,
-`campaigns`), the command-line automation (`automation`) and the closed loop on the simulated world (`loop`) with the floors and ceilings it is measured
-against (`references`).
+`campaigns`), the command-line automation (`automation`) and the closed loop on the simulated world (`loop`)
+with the floors and ceilings it is measured against (`references`).
 """

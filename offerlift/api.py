@@ -219,8 +219,12 @@ def run_loop(
     tracking_uri: str | None = None,
     params: dict[str, Any] | None = None,
     n_boot: int = 500,
+    world: str | Path | None = None,
+    progress: Any = None,
 ) -> dict[str, Any]:
     """Run the closed loop on the simulated world (`offerlift.loop`); one dict per round in ``rounds``.
+
+    ``world`` is a preset name (``default``, ``low-signal``) or a spec file; ``progress`` gets one line per round.
 
     >>> result = run_loop(rounds=3, customers=3000)   # doctest: +SKIP
     >>> loop_table(result)                            # doctest: +SKIP
@@ -235,6 +239,7 @@ def run_loop(
         workdir=Path(workdir),
         n_boot=n_boot,
         train=_loop_train_config(learner, seed, params),
+        world=world,
     )
     log.info(
         "closed loop: %d rounds x %d customers; decision log, store and A/B reports under %s",
@@ -242,7 +247,7 @@ def run_loop(
         customers,
         cfg.workdir,
     )
-    result = _run_loop(cfg, tracking_uri=tracking_uri)
+    result = _run_loop(cfg, tracking_uri=tracking_uri, progress=progress)
     log.info("loop done in %.0fs; last A/B report: %s", result["seconds"], result["report"])
     return result
 
@@ -252,11 +257,13 @@ loop = run_loop
 
 
 def loop_table(result: dict[str, Any]) -> pd.DataFrame:
-    """The loop's rounds as a table: values against the oracle, the A/B lift with its CI, promotions."""
+    """The loop's rounds as a table: values against the best single arm, the feature ceiling and the oracle, the
+    A/B lift with its CI, promotions."""
     r = pd.DataFrame(result["rounds"])
     r["ab_ci_low"] = [c[0] for c in r["ab_lift_ci"]]
     r["ab_ci_high"] = [c[1] for c in r["ab_lift_ci"]]
-    cols = ["round", "model_version", "policy_value", "greedy_value", "oracle_value", "share_of_oracle", "ab_lift"]
+    cols = ["round", "model_version", "challenger_version", "policy_value", "greedy_value", "best_single_arm_value"]
+    cols += ["ceiling_value", "oracle_value", "share_of_ceiling", "share_of_oracle", "ab_lift"]
     cols += ["ab_ci_low", "ab_ci_high", "true_lift", "promoted"]
     return r[[c for c in cols if c in r]]
 

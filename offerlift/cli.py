@@ -84,19 +84,22 @@ def data_balance(
 
 @app.command("loop")
 def loop_cmd(
-    rounds: Annotated[int, typer.Option(help="Rounds of decide -> observe -> retrain -> promote.")] = 6,
+    rounds: Annotated[int, typer.Option(help="Rounds of decide -> observe -> retrain -> test -> promote.")] = 6,
     customers: Annotated[
         int, typer.Option(help="Customers of the simulated world (each decided once a round).")
     ] = 10_000,
     seed: Annotated[int, typer.Option(help="Seed of the world and the loop.")] = 0,
     learner: Annotated[str, typer.Option(help="Meta-learner of the challengers: s, t, x or dr.")] = "s",
+    world: Annotated[str | None, typer.Option(help="World preset (default, low-signal) or a world spec file.")] = None,
     workdir: Annotated[Path, typer.Option(help="Where the decision log, store and reports go.")] = Path("outputs/loop"),
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """The closed loop on the simulated world, through the service's decision code path."""
     from offerlift.api import loop
 
-    result = loop(rounds=rounds, customers=customers, seed=seed, learner=learner, workdir=workdir)
+    progress = None if as_json else typer.echo
+    result = loop(rounds=rounds, customers=customers, seed=seed, learner=learner, workdir=workdir, world=world,
+                  progress=progress)  # fmt: skip
     if as_json:
         _print_json(result)
         return
@@ -104,13 +107,12 @@ def loop_cmd(
 
 
 def _print_loop(result: dict[str, Any]) -> None:
-    typer.echo("round  policy  oracle  share  A/B lift [95% CI]             true lift  promoted")
-    for r in result["rounds"]:
-        lo, hi = r["ab_lift_ci"]
-        typer.echo(
-            f"{r['round']:>5}  {r['policy_value']:+.3f}  {r['oracle_value']:+.3f}  {r['share_of_oracle']:>5.0%}  "
-            f"{r['ab_lift']:+.3f} [{lo:+.3f}, {hi:+.3f}]  {r['true_lift']:+.3f}     {r['promoted']}"
-        )
+    from offerlift.loop import rounds_table
+
+    typer.echo("")
+    typer.echo(rounds_table(result))
+    typer.echo("")
+    typer.echo(result["verdict"])
     typer.echo(f"finished in {result['seconds']:.0f}s; last A/B report: {result['report']}")
 
 
@@ -133,7 +135,7 @@ def run(
             f"{name}: {s['rows']:,} units, {len(s['arms'])} arms, {len(s['features'])} features, "
             f"control share {s['control_share']:.3f}, max |SMD| {s['max_abs_smd']:.3f}, loaded in {s['seconds']:.1f}s"
         )
-    result["loop"] = loop(rounds=rounds, customers=customers, seed=seed)
+    result["loop"] = loop(rounds=rounds, customers=customers, seed=seed, progress=None if as_json else typer.echo)
     if as_json:
         _print_json(result)
         return

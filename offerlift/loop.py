@@ -382,7 +382,9 @@ def make_world(cfg: LoopConfig) -> SimWorld:
     """The loop's world: the named preset or spec file of ``cfg.world`` (None: the default world)."""
     if cfg.world is None:
         return SimWorld.default(n_customers=cfg.customers, seed=cfg.seed)
-    return SimWorld.from_yaml(cfg.world, n_customers=cfg.customers, seed=cfg.seed)
+    from offerlift.simworld.config import resolve_world
+
+    return SimWorld.from_yaml(resolve_world(cfg.world), n_customers=cfg.customers, seed=cfg.seed)
 
 
 def round_line(entry: dict[str, Any]) -> str:
@@ -393,6 +395,31 @@ def round_line(entry: dict[str, Any]) -> str:
         f"(best single arm {entry['best_single_arm_value']:+.4f}, ceiling {_fmt(entry.get('ceiling_value'))}, "
         f"oracle {entry['oracle_value']:+.4f}); challenger {entry.get('challenger_version') or '-'}: {verdict}"
     )
+
+
+def rounds_table(result: dict[str, Any]) -> str:
+    """The rounds as a fixed-width text table with the floors, the ceiling, the shares and the test's verdicts."""
+    head = (
+        f"{'round':>5} {'champion':>8} {'challenger':>10} {'served':>8} {'best arm':>8} {'ceiling':>8} "
+        f"{'oracle':>8} {'% ceil':>6} {'% orcl':>6} {'A/B lift [95% CI]':>26} {'true lift':>9}  verdict"
+    )
+    lines = [head]
+    for r in result["rounds"]:
+        ceiling = r.get("ceiling_value")
+        share_c = f"{r['share_of_ceiling']:.0%}" if ceiling and ceiling > 0 else "-"
+        lo, hi = r["ab_lift_ci"]
+        ev = r.get("promotion_evidence") or {}
+        verdict = ev.get("verdict", "-")
+        if verdict != "-":
+            verdict = f"{verdict} ({ev['diff']:+.3f}, bound {ev['ci'][0]:+.3f})"
+        challenger = f"v{r['challenger_version']}" if r.get("challenger_version") else "-"
+        lines.append(
+            f"{r['round']:>5} {'v' + str(r['model_version']):>8} {challenger:>10} "
+            f"{r['policy_value']:>+8.4f} {r['best_single_arm_value']:>+8.4f} {_fmt(ceiling):>8} "
+            f"{r['oracle_value']:>+8.4f} {share_c:>6} {r['share_of_oracle']:>6.0%} "
+            f"{r['ab_lift']:>+8.3f} [{lo:+.3f}, {hi:+.3f}] {r['true_lift']:>+9.4f}  {verdict}"
+        )
+    return "\n".join(lines)
 
 
 def _fmt(v: Any) -> str:
