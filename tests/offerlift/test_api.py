@@ -158,7 +158,7 @@ def test_compare_learners_gives_one_row_per_learner_and_estimator(sim):
 def test_run_loop_passes_sizes_and_model_settings(monkeypatch, tmp_path):
     seen = {}
 
-    def fake(cfg, tracking_uri=None):
+    def fake(cfg, tracking_uri=None, progress=None):
         seen["cfg"] = cfg
         return {"rounds": [], "seconds": 0.0, "report": "r.html"}
 
@@ -169,6 +169,8 @@ def test_run_loop_passes_sizes_and_model_settings(monkeypatch, tmp_path):
     assert dict(cfg.train.params) == {**SIMULATED_PARAMS, **FAST}
     ol.loop(rounds=1, customers=400, learner="t", workdir=tmp_path)
     assert seen["cfg"].rounds == 1 and seen["cfg"].train.learner == "t" and dict(seen["cfg"].train.params) == {}
+    ol.loop(rounds=1, customers=400, world="low-signal", workdir=tmp_path)
+    assert seen["cfg"].world == "low-signal"
 
 
 def test_loop_table_splits_the_ci():
