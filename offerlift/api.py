@@ -98,19 +98,25 @@ def show_progress(level: int | str = "INFO") -> None:
 def setup_notebook(small: bool | None = None, outputs: str | Path | None = None) -> NotebookSettings:
     """Progress messages on, figures inline, and the sizes to use (small when `small` or ``$OFFERLIFT_SMALL``).
 
-    Figures and reports go to `outputs`, else ``$OFFERLIFT_OUTPUTS``, else the repository's ``outputs/notebooks``.
+    Figures and reports go to `outputs`, else ``$OFFERLIFT_OUTPUTS``, else ``outputs/notebooks`` of the offerlift
+    home. A notebook opened in the repository's ``notebooks/`` folder, with neither ``$OFFERLIFT_HOME`` nor
+    ``$MLFLOW_TRACKING_URI`` set, gets the repository as its home: its runs go to the repository's (ignored)
+    ``mlruns/``, never to ``notebooks/mlruns/``.
 
     >>> cfg = setup_notebook()       # doctest: +SKIP
     >>> cfg.small, cfg.rows          # doctest: +SKIP
     (True, 8000)
     """
-    from offerlift.models.registry import REPO_ROOT
+    from offerlift.models.registry import HOME_ENV, REPO_ROOT, offerlift_home
     from offerlift.plots import enable_inline
 
     show_progress()
     enable_inline()
     small = small_data() if small is None else small
-    out = Path(outputs or os.environ.get(OUTPUTS_ENV) or REPO_ROOT / "outputs" / "notebooks")
+    in_notebooks = Path.cwd().resolve() == (REPO_ROOT / "notebooks").resolve()
+    if in_notebooks and not os.environ.get(HOME_ENV) and not os.environ.get("MLFLOW_TRACKING_URI"):
+        os.environ[HOME_ENV] = str(REPO_ROOT)
+    out = Path(outputs or os.environ.get(OUTPUTS_ENV) or offerlift_home() / "outputs" / "notebooks")
     out.mkdir(parents=True, exist_ok=True)
     log.info("%s data; figures and reports go to %s", "small" if small else "full", out)
     if not small:

@@ -18,6 +18,15 @@ app.add_typer(data_app, name="data")
 
 log = logging.getLogger("offerlift")
 
+#: Customers of the simulated world for train, tune and data balance (the loader's default).
+SIMULATED_CUSTOMERS = 20_000
+CustomersOpt = Annotated[int, typer.Option(help="Customers of the simulated world (--dataset simulated).")]
+
+
+def _simulated(dataset: str | None, customers: int, seed: int) -> dict[str, int]:
+    """Loader options of the simulated world (none for the other data sets)."""
+    return {"n_customers": customers, "seed": seed} if dataset == "simulated" else {}
+
 
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
@@ -69,12 +78,18 @@ def data_balance(
     dataset: Annotated[str, typer.Option(help="Data set: hillstrom, starbucks or simulated.")],
     path: Annotated[Path | None, typer.Option(help="Folder or file of the data (real data sets).")] = None,
     top: Annotated[int, typer.Option(help="Show the features with the largest imbalance.")] = 15,
+    customers: CustomersOpt = SIMULATED_CUSTOMERS,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated world.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Covariate balance across arms: standardized mean differences (pooled SD) of each feature vs control."""
     from offerlift.api import load
 
-    table = load(dataset, path=path).balance().sort_values("max_abs_smd", ascending=False)
+    table = (
+        load(dataset, path=path, **_simulated(dataset, customers, seed))
+        .balance()
+        .sort_values("max_abs_smd", ascending=False)
+    )
     if as_json:
         _print_json({"max_abs_smd": float(table["max_abs_smd"].max()), "table": table.head(top).to_dict("index")})
         return
@@ -158,13 +173,14 @@ def train_cmd(
     ] = None,
     learner: Annotated[str, typer.Option(help="Meta-learner: s, t, x or dr.")] = "t",
     folds: Annotated[int, typer.Option(help="Folds of the held-out evaluation (0: none).")] = 5,
-    seed: Annotated[int, typer.Option(help="Seed of folds, bootstrap and LightGBM.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of folds, bootstrap, LightGBM and the simulated world.")] = 0,
+    customers: CustomersOpt = SIMULATED_CUSTOMERS,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Train on a randomized experiment, evaluate on held-out folds, register the model in MLflow."""
     from offerlift import api
 
-    exp = _experiment(dataset, data, treatment, control, outcome, value, cost, features)
+    exp = _experiment(dataset, data, treatment, control, outcome, value, cost, features, customers, seed)
     result = api.train(exp, learner=learner, n_folds=folds, seed=seed)
     payload = {
         "model_uri": result.model_uri,
@@ -217,11 +233,13 @@ def _experiment(
     value: str | None,
     cost: float,
     features: str | None,
+    customers: int = SIMULATED_CUSTOMERS,
+    seed: int = 0,
 ):
     from offerlift import api
 
     if dataset is not None:
-        return api.load(dataset)
+        return api.load(dataset, **_simulated(dataset, customers, seed))
     if data is not None and treatment and control is not None and outcome:
         cols = [c.strip() for c in features.split(",")] if features else None
         return api.load_experiment_file(data, treatment, control, outcome, value=value, cost=cost, features=cols)
@@ -242,14 +260,15 @@ def tune_cmd(
     objective: Annotated[str, typer.Option(help="policy_value (held-out IPS) or qini.")] = "policy_value",
     folds: Annotated[int, typer.Option(help="Held-out folds per trial.")] = 3,
     study: Annotated[str | None, typer.Option(help="Study name; the same name resumes the study.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed (also of the simulated world).")] = 0,
+    customers: CustomersOpt = SIMULATED_CUSTOMERS,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Tune learner and LightGBM parameters with Optuna on a held-out uplift objective; register the best."""
     from offerlift.models.registry import resolve_tracking_uri
     from offerlift.training.tune import tune, tune_cli_payload
 
-    exp = _experiment(dataset, data, treatment, control, outcome, value, cost, features)
+    exp = _experiment(dataset, data, treatment, control, outcome, value, cost, features, customers, seed)
     result = tune(
         exp,
         n_trials=trials,

@@ -9,6 +9,9 @@ from offerlift.features.errors import ConfigError
 from offerlift.features.experiment import Experiment
 
 DATASETS = ("hillstrom", "starbucks", "simulated")
+#: Customers and seed of the simulated world when a caller gives none (``offerlift train --dataset simulated``).
+SIMULATED_CUSTOMERS = 20_000
+SIMULATED_SEED = 0
 
 
 def load_dataset(name: str, path: str | Path | None = None, **options: Any) -> Experiment:
@@ -17,7 +20,8 @@ def load_dataset(name: str, path: str | Path | None = None, **options: Any) -> E
     Args:
         name: "hillstrom", "starbucks" or "simulated".
         path: where the files are (real data sets only); see `offerlift.features.locate` for the search order.
-        options: loader options, e.g. ``window_hours`` (starbucks), ``n_customers`` and ``seed`` (simulated).
+        options: loader options, e.g. ``window_hours`` (starbucks), ``n_customers`` and ``seed`` (simulated;
+            default `SIMULATED_CUSTOMERS` and `SIMULATED_SEED`).
     """
     if name == "hillstrom":
         from offerlift.features.hillstrom import load_hillstrom
@@ -30,5 +34,7 @@ def load_dataset(name: str, path: str | Path | None = None, **options: Any) -> E
     if name == "simulated":
         from offerlift.simworld.world import make_experiment
 
+        options.setdefault("n_customers", SIMULATED_CUSTOMERS)
+        options.setdefault("seed", SIMULATED_SEED)
         return make_experiment(**options)
     raise ConfigError(f"unknown data set {name!r}; choose one of {list(DATASETS)}")

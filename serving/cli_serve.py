@@ -18,7 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from offerlift.models.registry import REPO_ROOT, require_alias
+from offerlift.models.registry import HOME_ENV, offerlift_home
+from offerlift.serving.preflight import preflight
 from offerlift.serving.settings import ServeSettings, load_settings
 
 log = logging.getLogger(__name__)
@@ -35,14 +36,15 @@ def prepare(
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> ServeSettings:
-    """Validated settings for a start, after checking that the champion alias exists (ModelError if not)."""
+    """Validated settings for a start, after the preflight checks (`offerlift.serving.preflight`): the service's
+    folders exist, the decision log opens, and the champion alias exists (ModelError if not)."""
     extra: dict[str, Any] = dict(overrides or {})
     if port is not None:
         extra["port"] = port
     if insecure:
         extra["insecure"] = True
     settings = load_settings(config, overrides=extra, environ=environ)
-    require_alias(settings.registry_settings(), settings.registry.alias)
+    preflight(settings)
     return settings
 
 
@@ -56,6 +58,7 @@ def environment(settings: ServeSettings, base: Mapping[str, str] | None = None) 
     """The worker environment: validated settings as JSON, worker and thread counts, one OpenMP thread."""
     env = dict(os.environ if base is None else base)
     env.update(settings.to_env())
+    env[HOME_ENV] = str(offerlift_home())  # the workers resolve the registry where this process did
     services: dict[str, Any] = {SERVICE_NAME: {"workers": settings.workers, "threads": settings.threads}}
     if settings.tuning.trace_api:  # trace every route (the service excludes the API routes by default)
         services[SERVICE_NAME]["tracing"] = {"excluded_urls": NOTHING}
@@ -74,7 +77,8 @@ def serve(
     """Run the decision service on 127.0.0.1 until it is stopped; returns its exit code.
 
     Raises:
-        ConfigError: no ``$OFFERLIFT_API_KEY`` without `insecure`, or invalid settings (names the field).
+        ConfigError: no ``$OFFERLIFT_API_KEY`` without `insecure`, invalid settings, a folder that cannot be
+            created or a decision log that cannot be opened (names the field).
         ModelError: no model has the champion alias (says how to train and promote one).
     """
     settings = prepare(port, insecure, config, overrides)
@@ -88,7 +92,7 @@ def serve(
         settings.port,
         settings.workers,
     )
-    proc = subprocess.Popen(command(settings), cwd=REPO_ROOT, env=environment(settings))
+    proc = subprocess.Popen(command(settings), cwd=offerlift_home(), env=environment(settings))
     return wait_or_stop(proc)
 
 

@@ -41,9 +41,10 @@ import bentoml
 from bentoml.exceptions import BentoMLException, InvalidArgument, NotFound, ServiceUnavailable
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from offerlift.features.errors import DataError, ModelError
+from offerlift.features.errors import DataError, ModelError, OfferliftError
 from offerlift.serving.decider import Decider, Decision
 from offerlift.serving.events_api import EventsResponse, StreamEvent, TriggerService
+from offerlift.serving.preflight import preflight
 from offerlift.serving.settings import ServeSettings, settings_from_env
 
 log = logging.getLogger(__name__)
@@ -223,6 +224,17 @@ def _set_listen_nodelay(argv: list[str]) -> bool:
 )
 class OfferLift:
     """Real-time offer decisions; one instance per worker process."""
+
+    @bentoml.on_deployment
+    def _preflight() -> None:
+        """Once, before any worker starts (also under ``bentoml serve TAG``): the folders, the decision log and the
+        champion; a broken setting ends the server with one line and exit code 2 instead of dying workers."""
+        try:
+            preflight(settings_from_env())
+        except OfferliftError as exc:
+            sys.stderr.write(f"error: {exc}\n")
+            sys.stderr.flush()
+            raise SystemExit(2) from None
 
     def __init__(self) -> None:
         logging.getLogger("offerlift").setLevel(logging.INFO)  # BentoML leaves the root logger at WARNING

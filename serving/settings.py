@@ -6,7 +6,12 @@ Sources, later ones win: the embedded default `serving/config.yaml`, a YAML file
 - ``OFFERLIFT_API_KEY``: the API key (required unless insecure);
 - ``OFFERLIFT_INSECURE=1``: run without a key (``--insecure``);
 - ``OFFERLIFT_DECISION_LOG_URL``, ``OFFERLIFT_ONLINE_STORE``, ``OFFERLIFT_SQLITE_SYNCHRONOUS``;
-- ``MLFLOW_TRACKING_URI`` (through `offerlift.models.registry.resolve_tracking_uri`).
+- ``MLFLOW_TRACKING_URI`` (through `offerlift.models.registry.resolve_tracking_uri`);
+- ``OFFERLIFT_HOME``: the folder whose ``outputs/serving/`` holds the default decision log, online store and trigger
+  state (default: the current working directory; `offerlift.models.registry.offerlift_home`).
+
+Relative paths (in a config file or the environment) are resolved against that home once, here, so that worker
+processes started in another folder use the same files.
 
 The service's worker processes get the validated settings as JSON in ``$OFFERLIFT_SETTINGS_JSON`` (set by
 `offerlift.serving.cli_serve`); the API key never goes into that JSON, it stays in its own variable.
@@ -24,15 +29,28 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from offerlift.features.errors import ConfigError
-from offerlift.models.registry import CHAMPION, MODEL_NAME, REPO_ROOT, RegistrySettings, resolve_tracking_uri
+from offerlift.models.registry import CHAMPION, MODEL_NAME, RegistrySettings, offerlift_home, resolve_tracking_uri
 from offerlift.serving.pacing import PacingConfig
 from offerlift.serving.rules import Rules
 from offerlift.serving.trigger_rules import ACTIVE_NO_ORDER, NEW_NO_FIRST_ORDER, TriggerRule
 
 DEFAULT_CONFIG = Path(__file__).with_name("config.yaml")
-STATE_DIR = REPO_ROOT / "outputs" / "serving"  # git-ignored
 SETTINGS_ENV = "OFFERLIFT_SETTINGS_JSON"
 API_KEY_ENV = "OFFERLIFT_API_KEY"
+
+
+def state_dir() -> Path:
+    """``outputs/serving/`` of the offerlift home (git-ignored in the repository): the default decision log, online
+    store, trigger state and outbox."""
+    return offerlift_home() / "outputs" / "serving"
+
+
+def _at_home(path: Path | None) -> Path | None:
+    """`path` made absolute against the offerlift home (None stays None)."""
+    if path is None:
+        return None
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else offerlift_home() / path
 
 
 class _Section(BaseModel):
@@ -134,6 +152,11 @@ class TriggersSection(_Section):
     cap_per_customer: int | None = Field(None, ge=0)
     cap_window_hours: float = Field(24.0, gt=0.0)
 
+    @field_validator("outbox_path", "state_path")
+    @classmethod
+    def _absolute_path(cls, v: Path | None) -> Path | None:
+        return _at_home(v)
+
     @field_validator("rules")
     @classmethod
     def _rules_valid(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -159,9 +182,9 @@ class ServeSettings(_Section):
     port: int = Field(3000, ge=0, le=65535)
     workers: int = Field(2, ge=1, le=64)
     threads: int = Field(1, ge=1, le=64)
-    decision_log_url: str = f"sqlite:///{STATE_DIR / 'decisions.db'}"
+    decision_log_url: str = Field(default_factory=lambda: f"sqlite:///{state_dir() / 'decisions.db'}")
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "NORMAL"
-    online_store_path: Path = STATE_DIR / "online_store.db"
+    online_store_path: Path = Field(default_factory=lambda: state_dir() / "online_store.db")
     use_context_time: bool = False
     rules: dict[str, Any] = Field(default_factory=dict)
     policy: PolicySection = PolicySection()
@@ -179,6 +202,19 @@ class ServeSettings(_Section):
         except (ConfigError, TypeError) as exc:
             raise ValueError(str(exc)) from None
         return v
+
+    @field_validator("decision_log_url")
+    @classmethod
+    def _absolute_sqlite(cls, v: str) -> str:
+        prefix = "sqlite:///"
+        if v.startswith(prefix) and v[len(prefix) :] not in ("", ":memory:") and not v[len(prefix) :].startswith("/"):
+            return f"{prefix}{offerlift_home() / v[len(prefix) :]}"
+        return v
+
+    @field_validator("online_store_path")
+    @classmethod
+    def _absolute_path(cls, v: Path) -> Path:
+        return _at_home(v)
 
     @model_validator(mode="after")
     def _key_or_insecure(self) -> ServeSettings:

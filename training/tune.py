@@ -29,7 +29,7 @@ import numpy as np
 
 from offerlift.features.errors import ConfigError, ModelError, OfferliftError
 from offerlift.features.experiment import Experiment
-from offerlift.models.registry import REPO_ROOT, RegistrySettings, activate
+from offerlift.models.registry import RegistrySettings, activate, offerlift_home
 from offerlift.models.scoring import ArmScorer
 from offerlift.training import metrics as um
 from offerlift.training.evaluate import _is_binary, allowed_mask, customer_folds, greedy_arms, realized_profit
@@ -316,8 +316,9 @@ def make_objective(
 
 
 def default_storage(registry: RegistrySettings | None = None) -> str:
-    """``sqlite:///<dir>/optuna.db`` next to the MLflow store (its SQLite folder, else the repo's ``mlruns/``)."""
-    folder = REPO_ROOT / "mlruns"
+    """``sqlite:///<dir>/optuna.db`` next to the MLflow store (its SQLite folder, else ``mlruns/`` of the offerlift
+    home)."""
+    folder = offerlift_home() / "mlruns"
     uri = registry.tracking_uri if registry is not None else ""
     if uri.startswith("sqlite:///"):
         folder = Path(uri[len("sqlite:///") :]).parent

@@ -74,3 +74,4 @@ def test_notebook_runs_top_to_bottom_on_small_data(name, kernel_env, monkeypatch
     figures = [o for c in code for o in c.outputs if "image/png" in o.get("data", {})]
     assert figures, "no figure was shown inline"
     assert list((base / "outputs").glob(f"{name[:2]}_*.png")), "no figure was saved as PNG"
+    assert not (base / "mlruns").exists(), "MLflow artifacts went to the working folder, not next to the store"

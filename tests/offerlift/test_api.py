@@ -200,3 +200,14 @@ def test_simulated_campaign_with_a_model_sends_its_greedy_arms(sim):
     model = ol.train(sim, learner="s", n_folds=0, params=FAST, register=False)
     campaign = ol.simulate_campaign(customers=800, holdout=0.1, model=model, seed=5)
     assert set(campaign.table["arm"]) <= set(sim.catalog.arm_ids)
+
+
+def test_a_notebook_in_the_repository_keeps_its_runs_out_of_notebooks(tmp_path, monkeypatch):
+    from offerlift.models.registry import REPO_ROOT, resolve_tracking_uri
+
+    monkeypatch.setenv("OFFERLIFT_HOME", "")  # unset, and restored after the test (setup_notebook sets it)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
+    monkeypatch.setenv("OFFERLIFT_OUTPUTS", str(tmp_path))
+    monkeypatch.chdir(REPO_ROOT / "notebooks")
+    ol.setup_notebook(small=True)
+    assert resolve_tracking_uri().tracking_uri == f"sqlite:///{REPO_ROOT.resolve() / 'mlruns' / 'mlflow.db'}"

@@ -122,3 +122,29 @@ def test_abuse_command_prints_a_json_summary():
     result = runner.invoke(app, ["abuse", "--customers", "1500"])
     assert result.exit_code == 0, result.output
     assert isinstance(json.loads(result.stdout), dict)
+
+
+def test_built_in_simulated_data_needs_no_size_and_takes_customers_and_seed(tmp_path, monkeypatch):
+    """`train --dataset simulated` (the README's first serving step) crashed without n_customers."""
+    from offerlift.cli import SIMULATED_CUSTOMERS
+    from offerlift.datasets import SIMULATED_CUSTOMERS as LOADER_DEFAULT
+
+    assert SIMULATED_CUSTOMERS == LOADER_DEFAULT
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    small = ["--dataset", "simulated", "--customers", "4000", "--seed", "3"]
+    result = runner.invoke(app, ["train", *small, "--folds", "2", "--learner", "s", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["dataset"] == "simulated"
+    result = runner.invoke(app, ["data", "balance", *small, "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["max_abs_smd"] > 0
+    result = runner.invoke(app, ["tune", *small, "--trials", "1", "--folds", "2", "--json"])
+    assert result.exit_code == 0, result.output
+
+
+def test_the_simulated_loader_has_defaults():
+    from offerlift.datasets import SIMULATED_CUSTOMERS, load_dataset
+
+    exp = load_dataset("simulated")
+    assert exp.assignments["customer_id"].nunique() == SIMULATED_CUSTOMERS

@@ -434,7 +434,7 @@ def test_real_registry_loads_the_champion_and_serve_refuses_without_one(tmp_path
     champion = alias_version(registry.settings)  # "1", or later if another module registered a new champion
     assert decider.load_champion().version == champion and decider.decide("cust00001").model_version == champion
     assert prepare(overrides=over).registry.tracking_uri == registry.tracking_uri
-    with pytest.raises(ModelError, match="no model has the alias 'nope'"):
+    with pytest.raises(ModelError, match="has the alias 'nope'"):
         prepare(overrides={**over, "registry": {**reg, "alias": "nope"}})
     with pytest.raises(ConfigError, match="OFFERLIFT_API_KEY"):
         prepare(overrides={"registry": reg})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import optuna
 import pytest
@@ -98,7 +100,7 @@ def test_resuming_with_another_objective_is_refused(exp, tmp_path):
 def test_default_storage_sits_next_to_the_mlflow_store(tmp_path):
     registry = resolve_tracking_uri(root=tmp_path / "store")
     assert default_storage(registry) == f"sqlite:///{(tmp_path / 'store').resolve()}/optuna.db"
-    assert default_storage(None) == f"sqlite:///{REPO_ROOT / 'mlruns'}/optuna.db"
+    assert default_storage(None) == f"sqlite:///{Path.cwd().resolve() / 'mlruns'}/optuna.db"
 
 
 class _PruneOddTrials(optuna.pruners.BasePruner):
