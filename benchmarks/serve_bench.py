@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/serve_bench.py            # full run (about 5 minutes), writes results/serve.md
     .venv/bin/python benchmarks/serve_bench.py --quick    # shorter phases, no ablations
+    .venv/bin/python benchmarks/serve_bench.py --no-postgres   # without the PostgreSQL variant
 
 What it measures, in one run on one machine:
 - the floors: the bare in-process model call for one customer and 20 arms (+ control), and the in-process
@@ -9,7 +10,9 @@ What it measures, in one run on one machine:
 - the real service (``offerlift serve``'s command, 2 workers) under an open-loop load: requests leave on a fixed
   schedule whatever the answers do, and each latency counts from its scheduled time (no coordinated omission):
   p50/p99 at 200 requests/s, then rising rates until p99 passes 50 ms or requests fail or fall behind;
-- the same with SQLite ``synchronous=FULL`` instead of NORMAL, and ablations at the fixed rate: without
+- the same with SQLite ``synchronous=FULL`` instead of NORMAL, with the decision log on a real PostgreSQL server
+  (a throwaway cluster on a free loopback port, on the same 2 cores; every decision takes ``LOCK TABLE budgets IN
+  EXCLUSIVE MODE``), as ratios to SQLite in the same run, and ablations at the fixed rate: without
   gc.freeze, without TCP_NODELAY, with the handler inline on the event loop instead of in a thread, with
   BentoML's OpenTelemetry middleware on the API routes, with SQLite's own WAL checkpoints (inside requests).
 
@@ -63,6 +66,9 @@ CITIES = ("shanghai", "beijing", "guangzhou", "chengdu", "wuhan")
 TIERS = ("bronze", "silver", "gold", "platinum")
 CHANNELS = ("sms", "push", "wechat", "email")
 P99_LIMIT_MS = 50.0
+PG_VARIANT = "PostgreSQL decision log"
+PG_FLOOR = "Decider.decide, PostgreSQL"
+SQLITE_VARIANT = "defaults (synchronous=NORMAL)"
 
 
 # -- the model and the data ----------------------------------------------------------------------------------
@@ -148,8 +154,11 @@ def time_calls(fn: Any, n: int) -> list[float]:
     return out
 
 
-def floors(settings_data: dict[str, Any], store: pd.DataFrame, n: int) -> dict[str, dict[str, float]]:
-    """p50/p99 of the bare model call and of the in-process Decider.decide (same settings as the service)."""
+def floors(
+    settings_data: dict[str, Any], store: pd.DataFrame, n: int, pg_url: str | None = None
+) -> dict[str, dict[str, float]]:
+    """p50/p99 of the bare model call and of the in-process Decider.decide (same settings as the service), also
+    with the decision log on PostgreSQL when `pg_url` is given."""
     settings = load_settings(overrides=settings_data, environ={"OFFERLIFT_API_KEY": KEY})
     decider = Decider(settings)
     champ = decider.load_champion()
@@ -176,6 +185,15 @@ def floors(settings_data: dict[str, Any], store: pd.DataFrame, n: int) -> dict[s
     m = n // 3
     out["Decider.decide, synchronous=FULL"] = summary(time_calls(lambda i: full.decide(ids[picks[i]], ctx), m))
     full.close()
+    if pg_url is not None:
+        pg = Decider(
+            load_settings(overrides={**settings_data, "decision_log_url": pg_url}, environ={"OFFERLIFT_API_KEY": KEY})
+        )
+        pg.load_champion()
+        pg.start_background()
+        time_calls(lambda i: pg.decide(ids[picks[i]], ctx), 100)  # warm up the connection pool
+        out[PG_FLOOR] = summary(time_calls(lambda i: pg.decide(ids[picks[i]], ctx), m))
+        pg.close()
     return out
 
 
@@ -346,9 +364,8 @@ def start_services(variants: list[tuple[str, dict[str, Any]]], tmp: Path) -> dic
     """Start every variant at once (an idle service costs no CPU), each on its own port and decision log."""
     services = {}
     for i, (name, data) in enumerate(variants):
-        services[name] = Service(
-            {**data, "decision_log_url": f"sqlite:///{tmp / f'log{i}.db'}"}, free_port(), tmp / f"v{i}.log"
-        )
+        url = data.get("decision_log_url") or f"sqlite:///{tmp / f'log{i}.db'}"
+        services[name] = Service({**data, "decision_log_url": url}, free_port(), tmp / f"v{i}.log")
     for svc in services.values():
         svc.wait_ready()
     return services
@@ -474,13 +491,16 @@ def report(info: dict[str, str], floor: dict[str, dict[str, float]], runs: dict[
     ]
     for name, r in runs.items():
         f = r["fixed"]
-        dec = floor["Decider.decide, synchronous=FULL" if "FULL" in name else "Decider.decide (in-process)"]
+        dec = floor[
+            "Decider.decide, synchronous=FULL" if "FULL" in name else PG_FLOOR if name == PG_VARIANT
+            else "Decider.decide (in-process)"
+        ]  # fmt: skip
         lines.append(
             f"| {name} | {f['p50']:.2f} | {f['p99']:.2f} / {f['slice_p99']:.2f} | {f['max']:.1f} | {f['failed']:.0f} | "
             f"{f['p50'] / model['p50']:.1f}x | {f['p99'] / model['p99']:.1f}x | {f['p50'] / dec['p50']:.1f}x | "
             f"{r['cpu']['server']:.2f} + {r['cpu']['client']:.2f} | {_best_text(r)} |"
         )
-    lines += ["", *_targets(runs, args), *_capacity(runs, floor)]
+    lines += ["", *_targets(runs, args), *_capacity(runs, floor), *_postgres(runs, floor, info)]
     lines += ["", "Rising rates (offered -> answered, p50 / p99 / max ms):", ""]
     for name, r in runs.items():
         for p in r["ramp"]:
@@ -518,6 +538,42 @@ def _capacity(runs: dict[str, Any], floor: dict[str, dict[str, float]]) -> list[
     ]
 
 
+def _postgres(runs: dict[str, Any], floor: dict[str, dict[str, float]], info: dict[str, str]) -> list[str]:
+    """What the PostgreSQL decision log (a table lock per decision) costs, as ratios to SQLite in this run."""
+    if PG_VARIANT not in runs or SQLITE_VARIANT not in runs:
+        return ["", "PostgreSQL decision log: not measured in this run (`--no-postgres`, or no server binaries)."]
+    pg, lite = runs[PG_VARIANT], runs[SQLITE_VARIANT]
+    fp, fl = floor[PG_FLOOR], floor["Decider.decide (in-process)"]
+    cpu_pg, cpu_lite = pg["cpu"]["server"], lite["cpu"]["server"]
+    best_pg, best_lite = pg.get("best"), lite.get("best")
+    rate = (
+        f"highest sustained rate {best_pg['offered']:.0f}/s against {best_lite['offered']:.0f}/s on SQLite "
+        f"({best_pg['offered'] / best_lite['offered']:.2f}x)"
+        if best_pg and best_lite
+        else "highest sustained rate: not measured (time was up, or no step was sustained)"
+    )
+    return [
+        "",
+        f"## PostgreSQL decision log ({info.get('postgres', 'PostgreSQL')}), as ratios to SQLite in this run",
+        "",
+        "Every decision runs in one transaction that starts with `LOCK TABLE budgets IN EXCLUSIVE MODE` "
+        "(it serializes the budget and cap checks of all workers, as SQLite's `BEGIN IMMEDIATE` does), then "
+        "reads the budget and the customer's contacts, inserts the decision and charges the budget. The server "
+        "is a throwaway cluster with default durability settings (synchronous_commit on, fsync on) on the same "
+        "2 cores as the service and the load generator, reached over TCP on 127.0.0.1.",
+        "",
+        f"- in-process `Decider.decide`: p50 {fp['p50']:.2f} ms vs {fl['p50']:.2f} ms on SQLite "
+        f"({fp['p50'] / fl['p50']:.2f}x), p99 {fp['p99']:.2f} ms vs {fl['p99']:.2f} ms ({fp['p99'] / fl['p99']:.2f}x);",
+        f"- the service with 2 workers at the fixed rate: p50 {pg['fixed']['p50']:.2f} ms vs "
+        f"{lite['fixed']['p50']:.2f} ms ({pg['fixed']['p50'] / lite['fixed']['p50']:.2f}x), p99 (median slice) "
+        f"{pg['fixed']['slice_p99']:.2f} ms vs {lite['fixed']['slice_p99']:.2f} ms "
+        f"({pg['fixed']['slice_p99'] / lite['fixed']['slice_p99']:.2f}x), failed {pg['fixed']['failed']:.0f};",
+        f"- CPU per decision of the service's processes: {cpu_pg:.2f} ms vs {cpu_lite:.2f} ms "
+        f"({cpu_pg / cpu_lite:.2f}x; the PostgreSQL server's own CPU is not in it);",
+        f"- {rate}.",
+    ]
+
+
 def _targets(runs: dict[str, Any], args: Any) -> list[str]:
     name = next(iter(runs), None)
     if name is None:
@@ -541,6 +597,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=200.0, help="the fixed offered rate (requests/s)")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "serve.md")
     p.add_argument("--max-minutes", type=float, default=14.0, help="skip the remaining rising rates after this")
+    p.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL decision log variant")
     args = p.parse_args(argv)
     args.rounds = 2 if args.quick else 4
     args.slice_seconds = 3.0 if args.quick else 5.0
@@ -555,7 +612,17 @@ def main(argv: list[str] | None = None) -> None:
     t_start = time.monotonic()
     info = {"load_start": " / ".join(f"{x:.2f}" for x in os.getloadavg())}
     tmp = Path(tempfile.mkdtemp(prefix="serve-bench-"))
+    pg_server = None
     try:
+        if not args.no_postgres:
+            from tests.support.postgres import PostgresServer, unavailable_reason
+
+            reason = unavailable_reason()
+            if reason:
+                print(f"no PostgreSQL variant: {reason}", flush=True)
+            else:
+                pg_server = PostgresServer().start()  # default durability: what a production server does
+                info["postgres"] = _pg_version(pg_server.url())
         print("building the model and the registry ...", flush=True)
         uri = register(s_learner_spec(), tmp)
         store = customers(N_CUSTOMERS)
@@ -570,14 +637,20 @@ def main(argv: list[str] | None = None) -> None:
         bodies = [json.dumps({"customer_id": c, "context": {"city": "shanghai"}}).encode() for c in ids]
         print(f"floors ... ({time.monotonic() - t_start:.0f} s)", flush=True)
         floor = floors(
-            {**base, "decision_log_url": f"sqlite:///{tmp / 'floor.db'}"}, store, 1500 if args.quick else 3000
+            {**base, "decision_log_url": f"sqlite:///{tmp / 'floor.db'}"},
+            store,
+            1500 if args.quick else 3000,
+            pg_server.new_database() if pg_server else None,
         )
         for name, s in floor.items():
             print(f"  {name}: p50 {s['p50']:.3f} ms p99 {s['p99']:.3f} ms", flush=True)
         variants: list[tuple[str, dict[str, Any]]] = [
-            ("defaults (synchronous=NORMAL)", base),
+            (SQLITE_VARIANT, base),
             ("synchronous=FULL", {**base, "sqlite_synchronous": "FULL"}),
         ]
+        if pg_server is not None:
+            variants.append((PG_VARIANT, {**base, "decision_log_url": pg_server.new_database()}))
+        ramped = sorted((name for name, _ in variants), key=lambda n: n != SQLITE_VARIANT and n != PG_VARIANT)
         if not args.quick:
             variants += [
                 ("without gc.freeze", {**base, "tuning": {"gc_freeze": False}}),
@@ -591,9 +664,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{len(services)} services up in {time.monotonic() - t0:.0f} s", flush=True)
         try:
             runs = interleaved(services, bodies, args)
-            for name in list(services)[2:]:
-                services[name].stop()
-            for name in list(services)[:2]:  # the rising rates, one service at a time (the other one idles)
+            for name in list(services):
+                if name not in ramped:
+                    services[name].stop()
+            for name in ramped:  # the rising rates, one service at a time (the others idle)
                 if time.monotonic() - t_start > args.max_minutes * 60:
                     print(f"time is up: no rising rates for {name}", flush=True)
                     continue
@@ -609,7 +683,20 @@ def main(argv: list[str] | None = None) -> None:
         args.out.write_text(report(info, floor, runs, args))
         print(f"wrote {args.out} in {time.monotonic() - t_start:.0f} s", flush=True)
     finally:
+        if pg_server is not None:
+            pg_server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _pg_version(url: str) -> str:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return "PostgreSQL " + str(conn.exec_driver_sql("SHOW server_version").scalar()).split()[0]
+    finally:
+        engine.dispose()
 
 
 if __name__ == "__main__":

@@ -1,24 +1,29 @@
 """Saving and loading trained models as MLflow models, without importing `training/`.
 
 A model is a directory with ``scorer.json``: the `offerlift.models.scoring` spec (format, arms, catalog, feature spec,
-outcome models with their LightGBM model strings, metadata). It is logged as an MLflow pyfunc model whose python
-class lives in `offerlift.models.pyfunc`; `serving/` loads the spec itself, and importing this module does not import
-MLflow (the functions that need it import it).
+outcome models with their LightGBM model strings, metadata). It is logged as a self-contained MLflow pyfunc model
+(`log_scorer_model`): offerlift's own code reads ``scorer.json`` directly (`load_model`), and plain
+``mlflow.pyfunc.load_model`` works in an environment with only the model's requirements.
+Models logged by older versions pickled `offerlift.models.pyfunc.OfferliftModel` and still load through it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Mapping
+import re
+import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from offerlift.features.errors import ModelError
-from offerlift.models.scoring import ArmScorer
+from offerlift.models.scoring import ArmScorer, FeatureSpec, score_frame
+
+__all__ = ["ArmScorer", "load_model", "log_scorer_model", "read_scorer", "score_frame", "write_scorer"]
 
 log = logging.getLogger(__name__)
 
@@ -58,32 +63,90 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def score_frame(scorer: ArmScorer, frame: pd.DataFrame) -> pd.DataFrame:
-    """Incremental profit per treatment arm and the recommended arm (control when none is positive)."""
-    incr = scorer.incremental_profit(scorer.features.encode(frame))
-    out = pd.DataFrame(incr[:, 1:], columns=[f"uplift_{a}" for a in scorer.arms[1:]], index=frame.index)
-    best = np.argmax(incr, axis=1)
-    best = np.where(incr[np.arange(len(incr)), best] > 0, best, 0)
-    out["recommended_arm"] = np.asarray(scorer.arms, dtype=object)[best]
-    return out
+#: The package name of the scorer runtime's copy inside a logged model, and the modules copied into it.
+VENDORED = "offerlift_scorer"
+_VENDORED_MODULES = {
+    "offerlift.features.errors": "errors",
+    "offerlift.features.catalog": "catalog",
+    "offerlift.models.scoring": "scoring",
+}
+#: What the logged model needs installed (pinned to the versions it was logged with).
+MODEL_REQUIREMENTS = ("mlflow", "lightgbm", "numpy", "pandas", "pyyaml")
+_OUR_IMPORT = re.compile(r"^\s*(from|import)\s+offerlift(\.|\s|$)", re.M)
+
+
+def vendor_scorer(directory: str | Path) -> Path:
+    """Copy the scorer runtime (`offerlift.models.scoring` and the two feature modules it imports) into
+    ``directory/offerlift_scorer/``, its imports renamed to that package; returns the package folder.
+
+    ModelError if a copied module still imports offerlift (the copy would not load without offerlift).
+    """
+    import importlib
+
+    package = Path(directory) / VENDORED
+    package.mkdir(parents=True, exist_ok=True)
+    (package / "__init__.py").write_text(
+        '"""A copy of offerlift\'s scorer runtime, logged with the model so that it loads without offerlift."""\n'
+    )
+    for module, name in _VENDORED_MODULES.items():
+        text = Path(importlib.import_module(module).__file__ or "").read_text()
+        for source, target in _VENDORED_MODULES.items():
+            text = re.sub(rf"\b{re.escape(source)}\b", f"{VENDORED}.{target}", text)
+        if _OUR_IMPORT.search(text):
+            raise ModelError(f"{module} imports offerlift modules that the logged model does not carry")
+        (package / f"{name}.py").write_text(text)
+    return package
+
+
+def input_example(spec: Mapping[str, Any], rows: int = 2) -> pd.DataFrame:
+    """A few made-up rows of the model's feature columns (numbers 0, each categorical's first levels): the
+    logged model's input example, from which MLflow infers its signature. No training data leaves with it."""
+    features = FeatureSpec.from_dict(spec["feature_spec"])
+    data: dict[str, Any] = {}
+    for col in features.columns:
+        levels = features.categories.get(col)
+        if levels:
+            data[col] = [levels[i % len(levels)] for i in range(rows)]
+        else:
+            data[col] = [float(i) for i in range(rows)]
+    return pd.DataFrame(data)
 
 
 def log_scorer_model(spec: Mapping[str, Any], workdir: str | Path, registered_name: str | None) -> Any:
-    """Log the scorer as an MLflow pyfunc model in the active run; returns MLflow's ModelInfo."""
+    """Log the scorer as a self-contained MLflow pyfunc model in the active run; returns MLflow's ModelInfo.
+
+    The model is logged from code (`offerlift.models.pyfunc_model`), with a copy of the scorer runtime as
+    ``code/offerlift_scorer`` (`vendor_scorer`), pinned requirements (`MODEL_REQUIREMENTS`), an input example and
+    the signature MLflow infers from it: ``mlflow.pyfunc.load_model`` needs nothing of offerlift installed.
+    """
     import mlflow
 
-    from offerlift.models.pyfunc import OfferliftModel
-
+    workdir = Path(workdir)
     path = write_scorer(spec, workdir)
-    reqs = [f"{p}=={v}" for p, v in _versions(("lightgbm", "numpy", "pandas", "mlflow", "pyyaml")).items()]
-    return mlflow.pyfunc.log_model(
-        name="model",
-        python_model=OfferliftModel(),
-        artifacts={"scorer": str(path)},
-        registered_model_name=registered_name,
-        pip_requirements=reqs,
-        code_paths=None,
-    )
+    code = vendor_scorer(workdir / "code")
+    reqs = [f"{p}=={v}" for p, v in _versions(MODEL_REQUIREMENTS).items()]
+    with _importable(code.parent):  # MLflow runs the model's code once while logging, before code/ is on sys.path
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(Path(__file__).with_name("pyfunc_model.py")),
+            artifacts={"scorer": str(path)},
+            registered_model_name=registered_name,
+            pip_requirements=reqs,
+            code_paths=[str(code)],
+            input_example=input_example(spec),
+        )
+
+
+@contextlib.contextmanager
+def _importable(folder: Path) -> Iterator[None]:
+    """`folder` first on sys.path for the block; the vendored modules are forgotten afterwards."""
+    sys.path.insert(0, str(folder))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(folder))
+        for name in [m for m in sys.modules if m == VENDORED or m.startswith(f"{VENDORED}.")]:
+            del sys.modules[name]
 
 
 def load_model(uri: str) -> ArmScorer:

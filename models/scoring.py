@@ -205,3 +205,14 @@ class ArmScorer:
         """(n, n_arms) expected profit of each arm minus that of the control arm."""
         profit = self.profit(self.predict(X))
         return profit - profit[:, [0]]
+
+
+def score_frame(scorer: ArmScorer, frame: pd.DataFrame) -> pd.DataFrame:
+    """Incremental profit per treatment arm (``uplift_<arm>``) and the recommended arm (control when none is
+    positive), one row per input row."""
+    incr = scorer.incremental_profit(scorer.features.encode(frame))
+    out = pd.DataFrame(incr[:, 1:], columns=[f"uplift_{a}" for a in scorer.arms[1:]], index=frame.index)
+    best = np.argmax(incr, axis=1)
+    best = np.where(incr[np.arange(len(incr)), best] > 0, best, 0)
+    out["recommended_arm"] = np.asarray(scorer.arms, dtype=object)[best]
+    return out

@@ -1,4 +1,6 @@
-"""The decision log never overspends or breaks a cap, even with several processes at once, and loses nothing."""
+"""The decision log never overspends or breaks a cap, even with several processes at once, and loses nothing.
+
+Every test runs on SQLite and on a real PostgreSQL server (`postgres_server` in conftest.py)."""
 
 from __future__ import annotations
 
@@ -40,8 +42,8 @@ def _worker(url: str, worker: int, n: int) -> None:
     log.dispose()
 
 
-def test_concurrent_processes_never_overspend_or_break_caps(tmp_path):
-    url = f"sqlite:///{tmp_path / 'log.db'}"
+def test_concurrent_processes_never_overspend_or_break_caps(log_url):
+    url = log_url
     log = DecisionLog(url)
     log.set_budget("camp", total=50.0, start_ts=0.0, end_ts=10_000.0)
     ctx = mp.get_context("spawn")
@@ -63,8 +65,8 @@ def test_concurrent_processes_never_overspend_or_break_caps(tmp_path):
     assert log.budget("camp")["committed"] == pytest.approx(sum(r["committed_cost"] for r in contacted))
 
 
-def test_outcomes_are_idempotent_and_validated(tmp_path):
-    log = DecisionLog(f"sqlite:///{tmp_path / 'log.db'}")
+def test_outcomes_are_idempotent_and_validated(log_url):
+    log = DecisionLog(log_url)
     ev = {"event_id": "e1", "customer_id": "c1", "ts": 5.0, "visit": 1, "buy": 1, "spend": 20.0, "redeem": 0}
     assert log.add_outcomes([ev, ev]) == 1
     assert log.add_outcomes([ev]) == 0
@@ -72,15 +74,15 @@ def test_outcomes_are_idempotent_and_validated(tmp_path):
         log.add_outcomes([{k: v for k, v in ev.items() if k != "spend"} | {"event_id": "e2"}])
 
 
-def test_contacts_outside_the_window_do_not_count(tmp_path):
-    log = DecisionLog(f"sqlite:///{tmp_path / 'log.db'}")
+def test_contacts_outside_the_window_do_not_count(log_url):
+    log = DecisionLog(log_url)
     seen = []
     for t in (0.0, 3600.0, 3 * 3600.0):
         log.commit("camp", "c1", 1.5, lambda s: (seen.append(s.contacts.get("sms", 0)), _row(s, 0.0))[1], now=t)
     assert seen == [0, 1, 0]  # at 3 h the contacts at 0 h and 1 h are older than 1.5 h
 
 
-def test_outcomes_in_bulk_store_what_one_at_a_time_inserts_would_once(tmp_path):
+def test_outcomes_in_bulk_store_what_one_at_a_time_inserts_would_once(log_url):
     """Reference: insert each event unless its event_id is already stored (first one wins), one at a time."""
     rng = np.random.default_rng(0)
     events = [
@@ -99,7 +101,7 @@ def test_outcomes_in_bulk_store_what_one_at_a_time_inserts_would_once(tmp_path):
     reference: dict[str, dict] = {}
     for e in events:
         reference.setdefault(e["event_id"], e)
-    log = DecisionLog(f"sqlite:///{tmp_path / 'b.db'}")
+    log = DecisionLog(log_url)
     assert log.add_outcomes(events[:40], chunk=7) == 40
     assert log.add_outcomes(events, chunk=7) == 30
     assert log.add_outcomes(events) == 0

@@ -60,3 +60,12 @@ def test_a_bad_decision_log_url_is_one_line_naming_the_setting(url, message):
         check_decision_log_url(url)
     text = str(err.value)
     assert text.startswith("decision_log_url: ") and message in text and "\n" not in text
+
+
+def test_a_real_postgresql_decision_log_passes_the_preflight(postgres_server):
+    check_decision_log_url(postgres_server.new_database())  # driver shipped, server reachable: no error
+
+
+def test_a_missing_postgresql_database_is_named(postgres_server):
+    with pytest.raises(ConfigError, match=r"^decision_log_url: cannot connect to .*no_such_db"):
+        check_decision_log_url(postgres_server.url("no_such_db"))
