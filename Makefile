@@ -3,7 +3,7 @@ PY ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint setup clean
+.PHONY: run test lint setup clean bento
 
 # OpenMP threads that sleep instead of spinning: on small shared machines spinning LightGBM threads were measured
 # 8x slower (benchmarks/results/batch.md).
@@ -28,5 +28,11 @@ test: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/python -m pytest -n 2
 
+## The decision service as a bento: the project's wheel into dist/, then `bentoml build` (bentofile.yaml).
+bento: $(STAMP)
+	rm -rf dist
+	$(VENV)/bin/python -m pip wheel --quiet --no-deps -w dist .
+	$(VENV)/bin/bentoml build .
+
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) dist
