@@ -175,10 +175,18 @@ def sample(experiment: Experiment, n: int | None, seed: int = 0) -> Experiment:
     return subset_experiment(experiment, rows)
 
 
-def dataset_summary(name: str, path: str | Path | None = None, n_customers: int = 100_000, seed: int = 0) -> dict:
-    """The summary of one data set (units, arms, control arm, main outcome per arm, exclusions)."""
-    options: dict[str, Any] = {"n_customers": n_customers, "seed": seed} if name == "simulated" else {}
-    return load(name, path=path, **options).summary()
+def dataset_summary(
+    name: str, path: str | Path | None = None, n_customers: int = 100_000, seed: int = 0, world: str | None = None
+) -> dict:
+    """The summary of one data set (units, arms, control arm, main outcome per arm, exclusions); on the simulated
+    one also ``world``: the preset's name or the spec file (``world``: a preset name or a spec file; None: the
+    default world)."""
+    if name != "simulated":
+        return load(name, path=path).summary()
+    from offerlift.simworld.config import world_label
+
+    exp = load(name, path=path, n_customers=n_customers, seed=seed, world=world)
+    return {**exp.summary(), "world": world_label(exp.meta["spec"])}
 
 
 def main_job(n_customers: int = 10_000, seed: int = 0) -> dict[str, Any]:

@@ -21,11 +21,19 @@ log = logging.getLogger("offerlift")
 #: Customers of the simulated world for train, tune and data balance (the loader's default).
 SIMULATED_CUSTOMERS = 20_000
 CustomersOpt = Annotated[int, typer.Option(help="Customers of the simulated world (--dataset simulated).")]
+WorldOpt = Annotated[
+    str | None,
+    typer.Option(help="World of --dataset simulated: a preset (default, low-signal) or a world spec file."),
+]
 
 
-def _simulated(dataset: str | None, customers: int, seed: int) -> dict[str, int]:
-    """Loader options of the simulated world (none for the other data sets)."""
-    return {"n_customers": customers, "seed": seed} if dataset == "simulated" else {}
+def _simulated(dataset: str | None, customers: int, seed: int, world: str | None = None) -> dict[str, Any]:
+    """Loader options of the simulated world (none for the other data sets); --world needs --dataset simulated."""
+    if dataset != "simulated":
+        if world is not None:
+            raise typer.BadParameter(f"--world applies to --dataset simulated only, not {dataset!r}")
+        return {}
+    return {"n_customers": customers, "seed": seed, "world": world}
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -57,12 +65,14 @@ def data_summary(
     path: Annotated[Path | None, typer.Option(help="Folder or file of the data (real data sets).")] = None,
     customers: Annotated[int, typer.Option(help="Customers in the simulated world.")] = 100_000,
     seed: Annotated[int, typer.Option(help="Seed of the simulated world.")] = 0,
+    world: WorldOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Units, arms, control arm and the main outcome per arm of a data set."""
     from offerlift.api import dataset_summary
 
-    summary = dataset_summary(dataset, path=path, n_customers=customers, seed=seed)
+    _simulated(dataset, customers, seed, world)  # refuses --world on a real data set
+    summary = dataset_summary(dataset, path=path, n_customers=customers, seed=seed, world=world)
     if as_json:
         _print_json(summary)
         return
@@ -80,13 +90,14 @@ def data_balance(
     top: Annotated[int, typer.Option(help="Show the features with the largest imbalance.")] = 15,
     customers: CustomersOpt = SIMULATED_CUSTOMERS,
     seed: Annotated[int, typer.Option(help="Seed of the simulated world.")] = 0,
+    world: WorldOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Covariate balance across arms: standardized mean differences (pooled SD) of each feature vs control."""
     from offerlift.api import load
 
     table = (
-        load(dataset, path=path, **_simulated(dataset, customers, seed))
+        load(dataset, path=path, **_simulated(dataset, customers, seed, world))
         .balance()
         .sort_values("max_abs_smd", ascending=False)
     )
@@ -175,12 +186,13 @@ def train_cmd(
     folds: Annotated[int, typer.Option(help="Folds of the held-out evaluation (0: none).")] = 5,
     seed: Annotated[int, typer.Option(help="Seed of folds, bootstrap, LightGBM and the simulated world.")] = 0,
     customers: CustomersOpt = SIMULATED_CUSTOMERS,
+    world: WorldOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Train on a randomized experiment, evaluate on held-out folds, register the model in MLflow."""
     from offerlift import api
 
-    exp = _experiment(dataset, data, treatment, control, outcome, value, cost, features, customers, seed)
+    exp = _experiment(dataset, data, treatment, control, outcome, value, cost, features, customers, seed, world)
     result = api.train(exp, learner=learner, n_folds=folds, seed=seed)
     payload = {
         "model_uri": result.model_uri,
@@ -235,11 +247,14 @@ def _experiment(
     features: str | None,
     customers: int = SIMULATED_CUSTOMERS,
     seed: int = 0,
+    world: str | None = None,
 ):
     from offerlift import api
 
     if dataset is not None:
-        return api.load(dataset, **_simulated(dataset, customers, seed))
+        return api.load(dataset, **_simulated(dataset, customers, seed, world))
+    if world is not None:
+        raise typer.BadParameter("--world applies to --dataset simulated only")
     if data is not None and treatment and control is not None and outcome:
         cols = [c.strip() for c in features.split(",")] if features else None
         return api.load_experiment_file(data, treatment, control, outcome, value=value, cost=cost, features=cols)
@@ -262,13 +277,14 @@ def tune_cmd(
     study: Annotated[str | None, typer.Option(help="Study name; the same name resumes the study.")] = None,
     seed: Annotated[int, typer.Option(help="Seed (also of the simulated world).")] = 0,
     customers: CustomersOpt = SIMULATED_CUSTOMERS,
+    world: WorldOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Tune learner and LightGBM parameters with Optuna on a held-out uplift objective; register the best."""
     from offerlift.models.registry import resolve_tracking_uri
     from offerlift.training.tune import tune, tune_cli_payload
 
-    exp = _experiment(dataset, data, treatment, control, outcome, value, cost, features, customers, seed)
+    exp = _experiment(dataset, data, treatment, control, outcome, value, cost, features, customers, seed, world)
     result = tune(
         exp,
         n_trials=trials,

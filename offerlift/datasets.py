@@ -20,8 +20,9 @@ def load_dataset(name: str, path: str | Path | None = None, **options: Any) -> E
     Args:
         name: "hillstrom", "starbucks" or "simulated".
         path: where the files are (real data sets only); see `offerlift.features.locate` for the search order.
-        options: loader options, e.g. ``window_hours`` (starbucks), ``n_customers`` and ``seed`` (simulated;
-            default `SIMULATED_CUSTOMERS` and `SIMULATED_SEED`).
+        options: loader options, e.g. ``window_hours`` (starbucks), ``n_customers``, ``seed`` and ``world``
+            (simulated; default `SIMULATED_CUSTOMERS`, `SIMULATED_SEED` and the default world; ``world`` is a preset
+            name such as ``"low-signal"`` or a world spec file).
     """
     if name == "hillstrom":
         from offerlift.features.hillstrom import load_hillstrom
@@ -36,5 +37,7 @@ def load_dataset(name: str, path: str | Path | None = None, **options: Any) -> E
 
         options.setdefault("n_customers", SIMULATED_CUSTOMERS)
         options.setdefault("seed", SIMULATED_SEED)
+        if "world" in options:
+            options["spec"] = options.pop("world")
         return make_experiment(**options)
     raise ConfigError(f"unknown data set {name!r}; choose one of {list(DATASETS)}")

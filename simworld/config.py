@@ -224,6 +224,12 @@ def resolve_world(world: str | Path | None = None) -> Path:
     return path
 
 
+def world_label(path: str | Path) -> str:
+    """How to name a world spec file: its preset name when it is one of the presets, else the path."""
+    path = Path(path)
+    return path.stem if path.resolve().parent == PRESET_DIR and path.suffix == ".yaml" else str(path)
+
+
 def load_world_spec(path: str | Path | None = None) -> tuple[Catalog, WorldConfig]:
     """Read a world spec (a preset name or a file; default: simworld/default.yaml) into its catalog and config."""
     path = resolve_world(path)

@@ -15,6 +15,7 @@ import pandas as pd
 from offerlift.features.build import build_features
 from offerlift.features.errors import ConfigError
 from offerlift.features.experiment import Experiment
+from offerlift.simworld.config import resolve_world
 from offerlift.simworld.play import sort_events
 from offerlift.simworld.world import SimWorld
 
@@ -76,7 +77,8 @@ def make_experiment(
     time: float = 0.0,
     spec: str | Path | None = None,
 ) -> Experiment:
-    """A randomized experiment of the simulated world (group "experiment", main outcome "buy").
+    """A randomized experiment of the simulated world (group "experiment", main outcome "buy"); `spec` is the
+    world: a preset name (``"default"``, ``"low-signal"``) or a spec file, None for the default world.
 
     meta holds the world itself (``meta["world"]``, for the exact truth of every unit:
     ``world.truth(world.rows_of(exp.assignments.customer_id), time)``), the canonical events of the pre-period
@@ -118,6 +120,6 @@ def make_experiment(
             "seed": int(seed),
             "time": float(time),
             "window_hours": world.config.window_hours,
-            "spec": str(spec) if spec is not None else "simworld/default.yaml",
+            "spec": str(resolve_world(spec)),
         },
     ).validate()

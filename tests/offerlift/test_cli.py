@@ -35,6 +35,31 @@ def test_data_summary_json_has_the_documented_fields():
     assert set(out["per_arm"]["none"]) >= {"units", "outcome_mean"}
 
 
+def test_data_summary_takes_a_world_preset_or_file_and_names_it(tmp_path):
+    base = ["data", "summary", "--dataset", "simulated", "--customers", "1500", "--json"]
+    default = json.loads(runner.invoke(app, base).stdout)
+    low = runner.invoke(app, [*base, "--world", "low-signal"])
+    assert low.exit_code == 0, low.output
+    low = json.loads(low.stdout)
+    assert default["world"] == "default" and low["world"] == "low-signal"
+    assert set(low) == set(default) and low["rows"] == 1500
+    from offerlift.simworld.config import resolve_world
+
+    spec = tmp_path / "mine.yaml"
+    spec.write_text(resolve_world("low-signal").read_text())
+    mine = json.loads(runner.invoke(app, [*base, "--world", str(spec)]).stdout)
+    assert mine["world"] == str(spec) and mine["per_arm"] == low["per_arm"]
+
+
+def test_an_unknown_world_fails_with_the_presets():
+    result = runner.invoke(app, ["data", "summary", "--dataset", "simulated", "--customers", "500", "--world", "nope"])
+    assert result.exit_code != 0
+    message = result.output + str(result.exception)  # the error reaches `main`, which prints it in one line
+    assert "unknown world 'nope'" in message and "'low-signal'" in message
+    result = runner.invoke(app, ["data", "summary", "--dataset", "hillstrom", "--world", "low-signal"])
+    assert result.exit_code != 0 and "--dataset simulated only" in result.output
+
+
 def test_train_then_score_a_csv(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     data = tmp_path / "exp.csv"
