@@ -26,11 +26,11 @@ CEILING_PARAMS: dict[str, Any] = {
     "verbosity": -1,
     "num_threads": 1,
     "num_leaves": 31,
-    "learning_rate": 0.05,
+    "learning_rate": 0.1,
     "min_data_in_leaf": 20,
     "seed": 0,
 }
-CEILING_ROUNDS = 200
+CEILING_ROUNDS = 150
 
 
 def best_single_arm(world: SimWorld, rows: np.ndarray, time: float) -> dict[str, Any]:
