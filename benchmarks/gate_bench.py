@@ -109,8 +109,7 @@ def one_draw(pop: dict[str, Any], champ: np.ndarray, chall: np.ndarray, looks: i
                               "arm": np.asarray(world.arm_ids, dtype=object)[d.arm]})  # fmt: skip
         profit = world.play(frame, seed=20_000 + 97 * draw + k, record=False).outcomes["profit"].to_numpy()
         out = d.group != "holdout"
-        champion_arm = np.where(d.challenger, d.alt_greedy, d.greedy)[out]
-        challenger_arm = np.where(d.challenger, d.greedy, d.alt_greedy)[out]
+        champion_arm, challenger_arm = d.champion_greedy[out], d.challenger_greedy[out]
         look = look_difference(profit[out], d.challenger[out], (d.group == "explore")[out], champion_arm,
                                challenger_arm, pop["covariates"][out])  # fmt: skip
         ev = trial.add(look)

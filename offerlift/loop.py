@@ -309,7 +309,32 @@ def _truth_values(
         else float("nan")
     )
     out["true_diff"] = _true_difference(decider, batch, truth.incr, decisions) if by_challenger.any() else float("nan")
+    out.update(_exploration_values(decider, batch, truth.incr, cfg))
     return out
+
+
+def _exploration_values(decider: Decider, batch: LoggedBatch, incr: np.ndarray, cfg: LoopConfig) -> dict[str, float]:
+    """Exact value per customer of one exploration draw on the champion's scores, with the configured scheme and with
+    uniform exploration, and what each costs per customer served (explore share x the greedy value given up)."""
+    champ = decider.champion
+    nan = float("nan")
+    if batch.allowed is None or champ.policy.explore >= 1.0:  # the random policy explores everything
+        return {"explore_value": nan, "explore_value_uniform": nan, "exploration_cost": nan,
+                "exploration_cost_uniform": nan}  # fmt: skip
+    zeros = np.zeros_like(batch.incr)
+
+    def value(config: Any) -> float:
+        return float((arm_probabilities(batch.incr, zeros, batch.allowed, config) * incr).sum(axis=1).mean())
+
+    values = {
+        "explore_value": value(replace(champ.policy, explore=1.0)),
+        "explore_value_uniform": value(replace(champ.policy, explore=1.0, explore_scheme="uniform")),
+    }
+    greedy = value(replace(champ.policy, explore=0.0))
+    share = champ.policy.explore * (1.0 - champ.policy.holdout)
+    values["exploration_cost"] = share * (greedy - values["explore_value"])
+    values["exploration_cost_uniform"] = share * (greedy - values["explore_value_uniform"])
+    return values
 
 
 def _true_difference(decider: Decider, batch: LoggedBatch, incr: np.ndarray, decisions: pd.DataFrame) -> float:

@@ -237,12 +237,11 @@ def decision_columns(champ: Champion, challenger: Champion | None, d: Any, i: in
     """The decision log's model columns of row ``i`` of the policy's `Decisions`: the version of the model that
     decided, which one it was, and both models' greedy arms."""
     by_challenger = challenger is not None and bool(d.challenger[i])
-    own, alt = champ.arm_ids[int(d.greedy[i])], None if challenger is None else champ.arm_ids[int(d.alt_greedy[i])]
     return {
         "model_version": challenger.version if by_challenger else champ.version,
         "policy": "challenger" if by_challenger else "champion",
-        "champion_arm": alt if by_challenger else own,
-        "challenger_arm": own if by_challenger else alt,
+        "champion_arm": champ.arm_ids[int(d.champion_greedy[i])],
+        "challenger_arm": None if challenger is None else champ.arm_ids[int(d.challenger_greedy[i])],
     }
 
 

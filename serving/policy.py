@@ -25,7 +25,7 @@ customer's group. Inverse-propensity estimates over all logged decisions use ``p
 Champion and challenger: with ``challenger`` scores (`ChallengerScores`: the challenger model's incremental profit
 and cost of every arm, and which customers its traffic serves), the customers of the challenger's traffic are
 decided by the same steps on the challenger's scores, the others on the champion's. Both models' greedy arms are
-returned for every customer (``greedy`` of the model that decided, ``alt_greedy`` of the other one), under the same
+returned for every customer (``champion_greedy``, ``challenger_greedy``; holdout customers too), under the same
 rule mask, so that the promotion gate knows exactly where the two policies would act alike.
 """
 
@@ -101,8 +101,9 @@ class ChallengerScores:
 class Decisions:
     """Decisions for n customers (arrays of length n).
 
-    ``greedy`` is the greedy arm of the model that decided, ``alt_greedy`` the other model's greedy arm under the
-    same rules (-1 without a challenger), ``challenger`` True where the challenger decided."""
+    ``greedy`` is the greedy arm of the model whose traffic the customer is in; ``champion_greedy`` and
+    ``challenger_greedy`` are both models' greedy arms under the same rules (the latter -1 without a challenger);
+    ``challenger`` is True where the challenger decided (its traffic, outside the holdout)."""
 
     arm: np.ndarray
     propensity: np.ndarray
@@ -112,7 +113,8 @@ class Decisions:
     incr: np.ndarray
     cost: np.ndarray
     greedy: np.ndarray
-    alt_greedy: np.ndarray
+    champion_greedy: np.ndarray
+    challenger_greedy: np.ndarray
     challenger: np.ndarray
 
 
@@ -217,13 +219,12 @@ def decide(
 
     score_own = scored(incr, cost)
     greedy_own = greedy_choice(score_own, allowed, config.fallback_arm)
-    alt = np.full(n, -1, dtype=np.int64)
+    greedy_alt = np.full(n, -1, dtype=np.int64)
     if challenger is not None:
         score_alt = scored(c_incr, c_cost)
         greedy_alt = greedy_choice(score_alt, allowed, config.fallback_arm)
         score = np.where(serves[:, None], score_alt, score_own)
         greedy = np.where(serves, greedy_alt, greedy_own)
-        alt = np.where(serves, greedy_own, greedy_alt)
         incr = np.where(serves[:, None], c_incr, incr)
         cost = np.where(serves[:, None], c_cost, cost)
     else:
@@ -254,7 +255,8 @@ def decide(
         incr=incr[rows, arm],
         cost=cost[rows, arm],
         greedy=greedy,
-        alt_greedy=alt,
+        champion_greedy=greedy_own,
+        challenger_greedy=greedy_alt,
         challenger=serves & ~holdout,
     )
 

@@ -495,6 +495,22 @@ def test_the_challenger_decides_for_its_share_and_both_greedy_arms_are_logged(tm
     assert later != again
 
 
+def test_both_greedy_arms_are_logged_for_holdout_customers_too(tmp_path, store_path, specs):
+    decider, _ = challenger_decider(tmp_path, store_path, specs, "2", holdout=0.5)
+    ids = [f"cust{i:05d}" for i in range(200)]
+    made = [decider.decide(c, {"timestamp": 10.0 * 3600}) for c in ids]
+    rows = pd.DataFrame(decider.log.read()).set_index("decision_id").loc[[d.decision_id for d in made]]
+    alone = {}
+    for version in ("1", "2"):
+        (tmp_path / version).mkdir()
+        plain = {"policy": {"holdout": 0.0, "explore": 0.0}, "campaign": {"name": "t", "budget": None}}
+        solo = make_decider(tmp_path / version, store_path, specs, current={"v": version}, **plain)
+        alone[version] = [solo.decide(c).arm for c in ids]
+    held = (rows["grp"] == "holdout").to_numpy()
+    assert 60 <= held.sum() <= 140 and (rows.loc[held, "policy"] == "champion").all()
+    assert rows["champion_arm"].tolist() == alone["1"] and rows["challenger_arm"].tolist() == alone["2"]
+
+
 def test_no_challenger_without_a_share_or_with_the_champions_version(tmp_path, store_path, specs):
     decider, asked = challenger_decider(tmp_path, store_path, specs, "2", share=0.0)
     assert decider.challenger is None and not asked
