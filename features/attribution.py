@@ -7,8 +7,9 @@ counts once, and the join is a pure function of all decisions and events: runnin
 an event that arrives late (after an earlier join) is counted by the next join as long as its time falls inside the
 window. Events outside every window are counted in the result's ``unattributed`` figure, never silently dropped.
 
-Per decision the outcomes are: visit, buy and redeem (1 if any attributed event has them), spend (the sum) and the
-number of attributed events. Decisions whose window has not closed yet at ``as_of`` are marked ``open``.
+Per decision the outcomes are: visit, buy and redeem (1 if any attributed event has them), spend (the sum), orders
+(the attributed events with a purchase) and the number of attributed events. Decisions whose window has not closed
+yet at ``as_of`` are marked ``open``.
 """
 
 from __future__ import annotations
@@ -48,40 +49,57 @@ def attribute(decisions: pd.DataFrame, events: pd.DataFrame, window: float, as_o
     duplicates = n_raw - len(events)
     d = decisions.sort_values(["customer_id", "ts"], kind="stable").reset_index(drop=True)
     e = events.sort_values(["customer_id", "ts"], kind="stable").reset_index(drop=True)
-    owner = _last_touch(d, e, window)
-    if "decision_id" in e.columns:
-        named = e["decision_id"].notna().to_numpy()
-        pos = pd.Index(d["decision_id"]).get_indexer(e["decision_id"].where(named, None))
-        ok = named & (pos >= 0)
-        if ok.any():
-            start = d["ts"].to_numpy(dtype=float)[np.maximum(pos, 0)]
-            inside = ok & (e["ts"].to_numpy(dtype=float) >= start) & (e["ts"].to_numpy(dtype=float) < start + window)
-            owner = np.where(inside, pos, owner)
+    owner = _owners(d, e, window)
     hit = owner >= 0
     agg = (
         e.loc[hit, ["visit", "buy", "spend", "redeem"]]
         .astype(float)
-        .assign(_owner=owner[hit])
+        .assign(_owner=owner[hit], _order=lambda f: (f["buy"] > 0).astype(float))
         .groupby("_owner")
         .agg(
             visit=("visit", "max"),
             buy=("buy", "max"),
             spend=("spend", "sum"),
             redeem=("redeem", "max"),
+            orders=("_order", "sum"),
             events=("visit", "size"),
         )
     )
     joined = d.copy()
-    for col in ("visit", "buy", "spend", "redeem", "events"):
+    cols = ["visit", "buy", "spend", "redeem", "orders", "events"]
+    for col in cols:
         joined[col] = 0.0
-    joined.loc[agg.index, ["visit", "buy", "spend", "redeem", "events"]] = agg[
-        ["visit", "buy", "spend", "redeem", "events"]
-    ].to_numpy()
+    joined.loc[agg.index, cols] = agg[cols].to_numpy()
     joined["events"] = joined["events"].astype(np.int64)
     joined["open"] = False if as_of is None else (joined["ts"].to_numpy(dtype=float) + window > float(as_of))
     order = pd.Index(d["decision_id"]).get_indexer(decisions["decision_id"])
     joined = joined.iloc[order].reset_index(drop=True)
     return Attribution(joined=joined, unattributed=int((~hit).sum()), duplicates=int(duplicates))
+
+
+def owners(decisions: pd.DataFrame, events: pd.DataFrame, window: float) -> np.ndarray:
+    """For each event (row of `events`, in its order), the row of `decisions` it is attributed to, or -1: the
+    decision it names when the event falls inside that decision's window, else the last touch (see the module
+    doc). No deduplication: an event id listed twice gets the same owner twice."""
+    _require(decisions, "decisions", DECISION_COLUMNS)
+    _require(events, "outcome events", ("customer_id", "ts"))
+    d = decisions.reset_index(drop=True)
+    e = events.reset_index(drop=True)
+    return _owners(d, e, window)
+
+
+def _owners(d: pd.DataFrame, e: pd.DataFrame, window: float) -> np.ndarray:
+    owner = _last_touch(d, e, window)
+    if "decision_id" in e.columns:
+        named = e["decision_id"].notna().to_numpy()
+        pos = pd.Index(d["decision_id"]).get_indexer(e["decision_id"].where(named, None))
+        ok = named & (pos >= 0)
+        if ok.any():
+            ts = e["ts"].to_numpy(dtype=float)
+            start = d["ts"].to_numpy(dtype=float)[np.maximum(pos, 0)]
+            inside = ok & (ts >= start) & (ts < start + window)
+            owner = np.where(inside, pos, owner)
+    return owner
 
 
 def _last_touch(d: pd.DataFrame, e: pd.DataFrame, window: float) -> np.ndarray:

@@ -28,6 +28,7 @@ class Campaign:
     holdout: float
     name: str
     true_lift: float
+    arm_probs: np.ndarray | None = None  # (n, K) the treated policy's probability of each arm, every customer
 
 
 def simulate_campaign(
@@ -47,11 +48,14 @@ def simulate_campaign(
         ranks = (rng.random(len(ids)) * (eligible[:, 1:].sum(axis=1))).astype(int)
         arm = 1 + np.argmax(np.cumsum(eligible[:, 1:], axis=1) > ranks[:, None], axis=1)
         arm = np.where(eligible[:, 1:].any(axis=1), arm, 0)
+        n_treat = eligible[:, 1:].sum(axis=1, keepdims=True)
+        probs = np.hstack([(n_treat == 0).astype(float), eligible[:, 1:] / np.maximum(n_treat, 1)])
     else:
         events = world.history_events()
         frame = latest_features(events, world.customers, at=0.0).loc[world.customers["customer_id"]]
         scorer = as_scorer(model, None)
         arm = greedy_arms(scorer.incremental_profit(scorer.features.encode(frame)), eligible)
+        probs = np.eye(len(world.arm_ids))[arm]
     grp = np.where(holdout_unit(ids, name) < holdout, "holdout", "exploit")
     arm = np.where(grp == "holdout", 0, arm)
     arms = np.asarray(world.arm_ids, dtype=object)[arm]
@@ -75,7 +79,7 @@ def simulate_campaign(
         treated.sum(),
         truth[treated].mean(),
     )
-    return Campaign(table, world.catalog, holdout, name, float(truth[treated].mean()))
+    return Campaign(table, world.catalog, holdout, name, float(truth[treated].mean()), probs)
 
 
 def ab_report(
@@ -94,14 +98,15 @@ def ab_report(
     from offerlift.training.ab_report import ab_report as _ab_report
     from offerlift.training.ab_report import write_report
 
+    probs = None
     if isinstance(data, Campaign):
-        table, catalog, holdout, name = data.table, data.catalog, data.holdout, name or data.name
+        table, catalog, holdout, name, probs = data.table, data.catalog, data.holdout, name or data.name, data.arm_probs
     else:
         table = data
     if catalog is None or holdout is None:
         raise ConfigError("ab_report of a decision table needs the catalog and the configured holdout share")
     cov = covariate if covariate is not None and covariate in table else None
-    report = _ab_report(table, catalog, holdout, campaign=name or "campaign", covariate=cov)
+    report = _ab_report(table, catalog, holdout, campaign=name or "campaign", covariate=cov, arm_probs=probs)
     if out is not None:
         paths = write_report(report, out)
         log.info("A/B report written to %s and %s", paths["json"], paths["html"])
