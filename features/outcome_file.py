@@ -36,7 +36,9 @@ def _text(df: pd.DataFrame, where: str, col: str, required: bool) -> pd.Series:
     too_long = (out.str.len() > (36 if col == "decision_id" else 128)).fillna(False).to_numpy()
     if too_long.any():
         raise SchemaError(where, col, "values longer than the decision log allows", _rows(too_long))
-    return out.where(~missing, None).astype(object)
+    values = out.astype(object).to_numpy().copy()
+    values[missing] = None
+    return pd.Series(values, index=df.index, dtype=object)
 
 
 def _times(s: pd.Series, where: str) -> np.ndarray:
@@ -45,11 +47,10 @@ def _times(s: pd.Series, where: str) -> np.ndarray:
     elif pd.api.types.is_datetime64_any_dtype(s):
         ts = _epoch(s)
     else:
-        numbers = pd.to_numeric(s, errors="coerce")
-        if numbers.notna().all():
-            ts = numbers.to_numpy(dtype=float)
-        else:
-            ts = _epoch(pd.to_datetime(s, errors="coerce", utc=True, format="ISO8601"))
+        ts = pd.to_numeric(s, errors="coerce").to_numpy(dtype=float).copy()
+        text = np.isnan(ts)
+        if text.any():
+            ts[text] = _epoch(pd.to_datetime(s[text], errors="coerce", utc=True, format="ISO8601"))
     bad = ~np.isfinite(ts)
     if bad.any():
         raise SchemaError(where, "ts", "expected unix seconds or an ISO 8601 time", _rows(bad))
@@ -65,7 +66,7 @@ def _epoch(s: pd.Series) -> np.ndarray:
 def read_outcome_file(path: str | Path) -> pd.DataFrame:
     """The file's events as a frame with the canonical columns (``decision_id`` None where not given)."""
     path = Path(path)
-    where = f"outcome file {str(path)!r}"
+    where = str(path)
     raw = read_table(path)
     missing = [c for c in REQUIRED if c not in raw.columns]
     if missing:

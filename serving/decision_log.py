@@ -53,6 +53,10 @@ decisions = sa.Table(
     sa.Column("policy", sa.String(16)),
     sa.Column("champion_arm", sa.String(64)),
     sa.Column("challenger_arm", sa.String(64)),
+    # what the decision was made on, for point-in-time exact evaluation and retraining on the log: the feature
+    # values scored (JSON object) and the treated policy's probability of every allowed arm (JSON {arm: p})
+    sa.Column("features", sa.Text),
+    sa.Column("arm_probs", sa.Text),
     sa.Index("ix_decisions_customer_ts", "customer_id", "ts"),
     sa.Index("ix_decisions_ts", "ts"),
 )
