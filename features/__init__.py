@@ -7,7 +7,8 @@
 - point-in-time features (`build`: one builder for training and serving) and the online feature store (`store`);
 - customer attributes from events: segments and tags (`segments`), coupon-abuse features, identity rules and the
   risk mask (`abuse`; the behaviour model is trained in `offerlift.training.abuse_model`);
-- data checks and joins: covariate balance of an experiment (`balance`), outcomes joined to decisions (`attribution`).
+- data checks and joins: covariate balance of an experiment (`balance`), outcome events from a
+  file (`outcome_file`), outcomes joined to decisions (`attribution`).
 
 This package imports nothing else of the project; every other package builds on it.
 """

@@ -11,6 +11,9 @@
 Every number comes from held-out rows. The functions live in `offerlift.modeling` (train, register, compare),
 `offerlift.analysis` (tables of a result, budgets), `offerlift.score` (scoring, batch), `offerlift.campaigns` (A/B
 reports) and `offerlift.plots` (figures); this module re-exports them and holds set-up, data loading and the loop.
+The feedback loop on the service's own decision log (``ol.record_outcomes``, ``ol.join_outcomes``,
+``ol.campaign_report``, ``ol.evaluate_policy``, ``ol.retrain``, ``ol.promote_challenger``, ``ol.promote_version``,
+``ol.rollback``) is in `offerlift.feedback`, `offerlift.lifecycle` and `offerlift.promotion`.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from offerlift.campaigns import Campaign, ab_report, ab_table, simulate_campaign
 from offerlift.datasets import DATASETS, load_dataset
 from offerlift.features.errors import ConfigError, DataNotFoundError
 from offerlift.features.experiment import Experiment
+from offerlift.feedback import campaign_report, join_outcomes, record_outcomes  # noqa: F401  (re-exported)
+from offerlift.lifecycle import PolicySettings, evaluate_policy, retrain  # noqa: F401  (re-exported)
 from offerlift.modeling import Trained, compare_learners, register, train  # noqa: F401  (re-exported)
 from offerlift.plots import (  # noqa: F401  (re-exported: ol.plot_qini etc.)
     plot_ab_lift,
@@ -50,6 +55,7 @@ from offerlift.plots import (  # noqa: F401  (re-exported: ol.plot_qini etc.)
     plot_uplift_curve,
     save_figure,
 )
+from offerlift.promotion import promote_challenger, promote_version, rollback  # noqa: F401  (re-exported)
 from offerlift.score import as_scorer, batch, score, score_file  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from offerlift import cli_feedback as _feedback_commands
 from offerlift.features.errors import OfferliftError
 
 app = typer.Typer(help="offerlift: uplift models and decisions for coupon and offer marketing.", no_args_is_help=True)
@@ -456,6 +457,10 @@ def triggers_cmd(
             until=until,
         )
     )
+
+
+# the feedback loop on the service's own decision log: outcomes, join, report, evaluate, retrain, promote, rollback
+_feedback_commands.register(app)
 
 
 def main() -> None:

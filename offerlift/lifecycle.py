@@ -324,7 +324,8 @@ def retrain(
 ) -> dict[str, Any]:
     """Train a challenger on the training customers' logged decisions (plus `experiment_file`) and register it
     (see the module doc); `learner` replaces the champion's recipe by that learner's defaults, `params` are
-    LightGBM parameters over the recipe's. Returns version, model_uri, metrics (held-out only), units and whether it was new."""
+    LightGBM parameters over the recipe's. Returns version, model_uri, metrics (held-out only), units and
+    whether it was new."""
     import mlflow
 
     from offerlift.training.train import train_model

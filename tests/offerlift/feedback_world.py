@@ -151,3 +151,51 @@ class SimLog:
         )
         events.to_csv(path, index=False)
         return path
+
+
+# --- outcomes with a known, strong effect ----------------------------------------------------------------------
+
+BASE_BUY, LIFT_BUY, BASKET, LIFT_BASKET = 0.3, 0.5, 50.0, 60.0
+BASKET_SHAPE = 4.0  # gamma baskets: mean BASKET (+ LIFT_BASKET), coefficient of variation 1 / 2
+
+
+def _responds(features: pd.DataFrame, arm_ids: list[str]) -> np.ndarray:
+    """(n, K) True where the customer responds to the arm: customers under 40 to any c5 coupon."""
+    young = features["age"].to_numpy(dtype=float) < 40
+    c5 = np.array([a.startswith("c5@") for a in arm_ids])
+    return young[:, None] & c5[None, :]
+
+
+def expected_profit(features: pd.DataFrame, catalog: Any) -> np.ndarray:
+    """(n, K) the exact expected profit of every arm under `synthetic_events` (margin * spend - coupon if redeemed
+    - contact; a coupon is redeemed with every purchase)."""
+    ids = catalog.arm_ids
+    r = _responds(features, ids)
+    p_buy = BASE_BUY + LIFT_BUY * r
+    spend = p_buy * (BASKET + LIFT_BASKET * r)
+    value = np.array([a.coupon_value for a in catalog.arms])[None, :]
+    contact = np.array([a.contact_cost for a in catalog.arms])[None, :]
+    return catalog.margin * spend - value * p_buy - contact
+
+
+def synthetic_events(decisions: pd.DataFrame, features: pd.DataFrame, catalog: Any, seed: int) -> pd.DataFrame:
+    """One outcome event per decision (at decision time + 1 day) drawn from the model of `expected_profit`;
+    `features` has one row per decision, in order."""
+    rng = np.random.default_rng([seed, 11])
+    ids = catalog.arm_ids
+    j = pd.Index(ids).get_indexer(decisions["arm"])
+    r = _responds(features, ids)[np.arange(len(j)), j]
+    buy = rng.random(len(j)) < BASE_BUY + LIFT_BUY * r
+    spend = np.where(buy, rng.gamma(BASKET_SHAPE, (BASKET + LIFT_BASKET * r) / BASKET_SHAPE), 0.0)
+    return pd.DataFrame(
+        {
+            "event_id": decisions["decision_id"].astype(str) + ":o",
+            "customer_id": decisions["customer_id"].astype(str),
+            "ts": decisions["ts"].to_numpy(float) + 24 * HOUR,
+            "visit": buy.astype(int),
+            "buy": buy.astype(int),
+            "spend": spend.round(4),
+            "redeem": (buy & (j > 0)).astype(int),
+            "decision_id": decisions["decision_id"].astype(str),
+        }
+    )
