@@ -4,8 +4,9 @@
 - the in-process decision engine of the service (`decider`) and its many-customer form (`decide_many`);
 - the BentoML service (`service`, started by `cli_serve`; `preflight` checks its settings before any worker starts)
   and its event stream (`events_api`);
-- the decision log with budgets and caps (`decision_log`), outcomes and the attribution join kept in it
-  (`feedback_log`), the pacing price (`pacing`) and the price of a budget over a whole population (`budget`);
+- the decision log with budgets and caps (`decision_log`) and what each decision was made on (`snapshot`),
+  outcomes and the attribution join kept in it (`feedback_log`), the pacing price (`pacing`) and the price of a
+  budget over a whole population (`budget`);
 - batch decisions over a customer file (`batch`; on dask `batch_dask`) and extra online-store columns
   (`store_columns`);
 - real-time triggers (`triggers`, with `trigger_rules`, `trigger_state`, `trigger_decide`, `trigger_channels`) and

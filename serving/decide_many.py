@@ -26,6 +26,7 @@ from offerlift.serving.decision_log import budgets as budget_table
 from offerlift.serving.decision_log import decisions as decision_table
 from offerlift.serving.policy import ChallengerScores, Decisions, decide, holdout_unit
 from offerlift.serving.rules import Rules
+from offerlift.serving.snapshot import arm_probs_json, features_json
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def decide_logged(
     cold = np.array([c not in stored for c in ids], dtype=bool)
     rows, allowed = None, None
     if len(set(ids)) == len(ids):
-        made = _commit_batch(decider, champ, ids, cold, incr, cost, rule_mask, u, ctx, versus)
+        made = _commit_batch(decider, champ, ids, cold, incr, cost, rule_mask, u, ctx, versus, attrs)
         if made is not None:
             rows, allowed = made
     one = rows is not None
@@ -158,6 +159,7 @@ def _commit_batch(
     u: np.ndarray,
     ctx: Mapping[str, Any],
     versus: ChallengerScores | None = None,
+    attrs: Sequence[Mapping[str, Any]] = (),
 ) -> tuple[pd.DataFrame, np.ndarray] | None:
     """Decide, insert and charge in one write transaction: (rows, the final mask); None (nothing written) when
     decisions could interact."""
@@ -179,7 +181,8 @@ def _commit_batch(
             ok, committed = _budget_holds(champ, b.committed, b.total, charges)
             if not ok:
                 return None
-        rows = _rows(champ, decider.challenger if versus is not None else None, ids, cold, d, ctx, campaign, now)
+        chall = decider.challenger if versus is not None else None
+        rows = _rows(champ, chall, ids, cold, d, ctx, campaign, now, attrs, allowed)
         if rows:
             conn.execute(decision_table.insert(), rows)
         if committed is not None and committed != b.committed:
@@ -196,8 +199,10 @@ def _rows(
     ctx: Mapping[str, Any],
     campaign: str,
     now: float,
+    attrs: Sequence[Mapping[str, Any]],
+    allowed: np.ndarray,
 ) -> list[dict[str, Any]]:
-    """The decision log rows, as `Decider.decide` builds them."""
+    """The decision log rows, as `Decider.decide` builds them (with the snapshot of `offerlift.serving.snapshot`)."""
     contexts = {flag: json.dumps(log_context(ctx, 0.0, flag)) for flag in (False, True)}
     rows = []
     for i, cid in enumerate(ids):
@@ -220,6 +225,8 @@ def _rows(
                 "committed_cost": champ.worst_cost[j],
                 "context": contexts[bool(cold[i])],
                 **decision_columns(champ, chall, d, i),
+                "features": features_json(attrs[i]),
+                "arm_probs": arm_probs_json(d.arm_probs[i], allowed[i], champ.arm_ids),
             }
         )
     return rows

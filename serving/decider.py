@@ -48,6 +48,7 @@ from offerlift.serving.pacing import PacingState, update_price
 from offerlift.serving.policy import ChallengerScores, PolicyConfig, decide, explain, holdout_unit
 from offerlift.serving.rules import Rules, eligible_customers
 from offerlift.serving.settings import ServeSettings
+from offerlift.serving.snapshot import arm_probs_json, features_json
 
 log = logging.getLogger(__name__)
 
@@ -610,6 +611,8 @@ class Decider:
                 "committed_cost": champ.worst_cost[j],
                 "context": log_context(ctx, price, stored is None),
                 **decision_columns(champ, chall, d, 0),
+                "features": features_json(attrs),
+                "arm_probs": arm_probs_json(d.arm_probs[0], mask[0], champ.arm_ids),
             }
 
         campaign, window = self.settings.campaign.name, self.rules.cap_window_hours

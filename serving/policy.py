@@ -103,7 +103,10 @@ class Decisions:
 
     ``greedy`` is the greedy arm of the model whose traffic the customer is in; ``champion_greedy`` and
     ``challenger_greedy`` are both models' greedy arms under the same rules (the latter -1 without a challenger);
-    ``challenger`` is True where the challenger decided (its traffic, outside the holdout)."""
+    ``challenger`` is True where the challenger decided (its traffic, outside the holdout). ``arm_probs`` (n, K) is
+    the probability of every arm under the treated policy (exploration and greedy choice, before the holdout), also
+    for holdout customers: what the policy would have done had they not been held out (the A/B report weighs the
+    holdout by it)."""
 
     arm: np.ndarray
     propensity: np.ndarray
@@ -116,6 +119,7 @@ class Decisions:
     champion_greedy: np.ndarray
     challenger_greedy: np.ndarray
     challenger: np.ndarray
+    arm_probs: np.ndarray
 
 
 def holdout_unit(customer_ids: list[str] | np.ndarray, experiment: str) -> np.ndarray:
@@ -258,7 +262,15 @@ def decide(
         champion_greedy=greedy_own,
         challenger_greedy=greedy_alt,
         challenger=serves & ~holdout,
+        arm_probs=_treated_probs(q, share, greedy),
     )
+
+
+def _treated_probs(q: np.ndarray, share: np.ndarray, greedy: np.ndarray) -> np.ndarray:
+    """(n, K) ``share * q + (1 - share) * 1[arm = greedy]``: each arm's probability under the treated policy."""
+    probs = share[:, None] * q
+    probs[np.arange(len(greedy)), greedy] += 1.0 - share
+    return probs
 
 
 def explain(incr: np.ndarray, allowed: np.ndarray, arm_ids: list[str], top: int = 3) -> list[dict[str, object]]:
