@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -37,12 +36,15 @@ def _simulated(dataset: str | None, customers: int, seed: int, world: str | None
     return {"n_customers": customers, "seed": seed, "world": world}
 
 
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _setup_logging(verbose: bool, command: str | None = None) -> None:
+    """offerlift's progress lines on the terminal, everything else in the log file (`offerlift.console`)."""
+    from offerlift import console
+
+    console.setup(verbose)
+    if command in ("train", "tune", "run", "loop", "score", "batch"):
+        console.route_mlflow_prints()
+    if command in ("tune", "run", "loop"):
+        console.route_optuna()
 
 
 def _print_json(obj: Any) -> None:
@@ -56,8 +58,14 @@ def _json_default(o: Any) -> Any:
 
 
 @app.callback()
-def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
-    _setup_logging(verbose)
+def _root(
+    ctx: typer.Context,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Every library's log lines and warnings on the terminal too.")
+    ] = False,
+) -> None:
+    """Quiet by default: progress lines and warnings of offerlift; all the rest in outputs/logs/offerlift.log."""
+    _setup_logging(verbose, ctx.invoked_subcommand)
 
 
 @data_app.command("summary")

@@ -173,3 +173,30 @@ def test_the_simulated_loader_has_defaults():
 
     exp = load_dataset("simulated")
     assert exp.assignments["customer_id"].nunique() == SIMULATED_CUSTOMERS
+
+
+@pytest.mark.slow
+def test_train_is_quiet_by_default_and_the_log_file_gets_the_rest(tmp_path):
+    """No MLflow warnings, download bars, registration prints or other modules' INFO lines on the terminal."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OFFERLIFT_", "MLFLOW_"))}
+    exe = os.path.join(os.path.dirname(sys.executable), "offerlift")
+    args = [exe, "train", "--dataset", "simulated", "--customers", "3000", "--folds", "2", "--learner", "s"]
+    proc = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    noise_list = (
+        "mlflow.store",
+        "mlflow.pyfunc",
+        "mlflow.models",
+        "Downloading artifacts",
+        "CloudPickle",
+        "Successfully registered",
+        "INFO",
+        "WARNING",
+    )
+    for noise in noise_list:
+        assert noise not in proc.stderr, f"{noise!r} on the terminal:\n{proc.stderr}"
+    assert "fold 2/2" in proc.stderr and "registered models:/offerlift/" in proc.stdout
+    logged = (tmp_path / "outputs" / "logs" / "offerlift.log").read_text()
+    assert "mlflow.store" in logged and "Created version" in logged  # nothing is lost: the log file has it
+    loud = subprocess.run([exe, "--verbose", *args[1:]], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert loud.returncode == 0 and "Created version" in loud.stderr
