@@ -2,8 +2,8 @@
 
 - the pure decision policy (`policy`), its business rules (`rules`) and the service's settings (`settings`);
 - the in-process decision engine of the service (`decider`) and its many-customer form (`decide_many`);
-- the BentoML service (`service`, started by `cli_serve`; `preflight` checks its settings before any worker starts)
-  and its event stream (`events_api`);
+- the BentoML service (`service`, started by `cli_serve`; `preflight` checks its settings before any worker starts;
+  `http_edge`: authentication, strict bodies, the OpenAPI spec and docs page) and its event stream (`events_api`);
 - the decision log with budgets and caps (`decision_log`) and what each decision was made on (`snapshot`),
   outcomes and the attribution join kept in it (`feedback_log`), the pacing price (`pacing`) and the price of a
   budget over a whole population (`budget`);

@@ -27,8 +27,6 @@ body from BentoML's log of validation errors.
 from __future__ import annotations
 
 import gc
-import hmac
-import json
 import logging
 import socket
 import sys
@@ -44,12 +42,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from offerlift.features.errors import DataError, ModelError, OfferliftError
 from offerlift.serving.decider import Decider, Decision
 from offerlift.serving.events_api import EventsResponse, StreamEvent, TriggerService
+from offerlift.serving.http_edge import EdgeMiddleware, declare_channels
 from offerlift.serving.preflight import preflight
-from offerlift.serving.settings import ServeSettings, settings_from_env
+from offerlift.serving.settings import settings_from_env
 
 log = logging.getLogger(__name__)
 
-PROTECTED = ("/decide", "/outcomes", "/events", "/events/flush")
 # see `tuning.trace_api`
 UNTRACED = ("/decide", "/outcomes", "/events", "/events/flush", "/livez", "/readyz", "/healthz")
 Scalar = float | int | str | bool | None
@@ -136,43 +134,6 @@ def to_response(d: Decision) -> DecideResponse:
     )
 
 
-class EdgeMiddleware:
-    """Pure ASGI middleware in front of the API routes, before any parsing.
-
-    - ``Authorization: Bearer KEY`` is required (401 otherwise) unless the service runs insecure;
-    - the body must be JSON (415 for another declared content type: BentoML's multipart and form parsers answer
-      500 to broken bodies, and the API takes JSON only).
-    """
-
-    def __init__(self, app: Any, settings: ServeSettings | None = None):
-        self.app = app
-        settings = settings or settings_from_env()
-        key = settings.api_key
-        self.expected = None if key is None else f"Bearer {key.get_secret_value()}".encode()
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        """Answer 401 or 415 on the API routes, else pass the request on."""
-        if scope["type"] == "http" and scope["path"].rstrip("/") in PROTECTED:
-            headers = dict(scope["headers"])
-            if self.expected is not None and not hmac.compare_digest(headers.get(b"authorization", b""), self.expected):
-                await _send_error(send, 401, "missing or wrong API key: send the header Authorization: Bearer KEY")
-                return
-            media = headers.get(b"content-type", b"application/json").split(b";")[0].strip().lower()
-            if media != b"application/json":
-                await _send_error(send, 415, "header Content-Type: the API takes application/json bodies only")
-                return
-        await self.app(scope, receive, send)
-
-
-async def _send_error(send: Any, status: int, message: str) -> None:
-    body = json.dumps({"error": message}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if status == 401:
-        headers.append((b"www-authenticate", b"Bearer"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
 class _NoRequestBodies(logging.Filter):
     """Log client errors as one line: a validation error's traceback quotes the request body (customer ids)."""
 
@@ -240,7 +201,8 @@ class OfferLift:
         logging.getLogger("offerlift").setLevel(logging.INFO)  # BentoML leaves the root logger at WARNING
         self.settings = settings_from_env()
         self.decider = Decider(self.settings)
-        self.decider.load_champion()
+        champion = self.decider.load_champion()
+        declare_channels([c.id for c in champion.scorer.catalog.channels])
         self.decider.start_background()
         self.triggers: TriggerService | None = None
         if self.settings.triggers.enabled:
@@ -284,12 +246,29 @@ class OfferLift:
         return await anyio.to_thread.run_sync(self._decide, customer_id, ctx, limiter=self._limiter)
 
     def _decide(self, customer_id: str, ctx: dict[str, Any] | None) -> DecideResponse:
+        if ctx:
+            ctx = self._checked_context(customer_id, ctx)
         try:
             return to_response(self.decider.decide(customer_id, ctx))
         except ModelError as exc:
             if not self.decider.ready:
                 raise ServiceUnavailable("no champion model is loaded") from None
             raise InvalidArgument(f"context.features: {exc}") from None
+
+    def _checked_context(self, customer_id: str, ctx: dict[str, Any]) -> dict[str, Any]:
+        """Unknown channels are refused (400 naming them); a stored city wins over ``context.city`` unless
+        ``context_overrides`` lists it."""
+        champ = self.decider.champion
+        if ctx.get("channels") is not None and champ is not None:
+            known = {c.id for c in champ.scorer.catalog.channels}
+            unknown = sorted(set(ctx["channels"]) - known)
+            if unknown:
+                raise InvalidArgument(f"context.channels: unknown channel(s) {unknown}; known: {sorted(known)}")
+        if ctx.get("city") is not None and "city" not in self.settings.context_overrides:
+            stored = self.decider.store.get(customer_id)
+            if stored is not None and stored.get("city") is not None:
+                ctx = {k: v for k, v in ctx.items() if k != "city"}
+        return ctx
 
     @bentoml.api(route="/outcomes")
     def outcomes(self, events: Annotated[list[OutcomeEvent], Field(max_length=10_000)]) -> OutcomesResponse:

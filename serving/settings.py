@@ -186,6 +186,10 @@ class ServeSettings(_Section):
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "NORMAL"
     online_store_path: Path = Field(default_factory=lambda: state_dir() / "online_store.db")
     use_context_time: bool = False
+    #: Request context fields that may replace a value stored for the customer. By default a request's
+    #: ``context.city`` only fills in a city the online store does not have: it never moves a known customer into
+    #: another city's eligibility.
+    context_overrides: list[Literal["city"]] = Field(default_factory=list)
     rules: dict[str, Any] = Field(default_factory=dict)
     policy: PolicySection = PolicySection()
     campaign: CampaignSection = CampaignSection()

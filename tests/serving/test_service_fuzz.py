@@ -60,6 +60,8 @@ def schema_strategy(schema: dict[str, Any], components: dict[str, Any], depth: i
         return schema_strategy(components[schema["$ref"].rsplit("/", 1)[-1]], components, depth)
     if "anyOf" in schema:
         return st.one_of([schema_strategy(s, components, depth) for s in schema["anyOf"]])
+    if "enum" in schema:
+        return st.sampled_from(schema["enum"])
     kind = schema.get("type")
     if kind == "object":
         props = schema.get("properties", {})
