@@ -5,7 +5,8 @@ Data is never copied into the project. The search order for a data set NAME is
 2. the environment variable ``OFFERLIFT_DATA_DIR`` (a folder holding ``NAME/``),
 3. ``../shared/data/NAME`` next to the repository (and next to the current directory),
 4. a download from a public source into the user cache, kept only if its sha256 matches,
-and otherwise :class:`offerlift.features.errors.DataNotFoundError` listing every place tried.
+and otherwise :class:`offerlift.features.errors.DataNotFoundError` listing every place tried. An explicit path that
+does not hold the data set is an error at once (naming what is missing there), never a fall back to the others.
 """
 
 from __future__ import annotations
@@ -79,6 +80,8 @@ def find_dataset(
             log.info("data set %s found at %s (%s)", name, folder, label)
             return folder
         tried.append(f"{label}: {folder} (missing {', '.join(missing)})")
+        if label == "explicit path":  # the caller named a place: never fall back to another copy silently
+            raise DataNotFoundError(name, tried)
     if download is not None:
         target = cache_dir() / name
         try:

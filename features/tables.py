@@ -24,8 +24,17 @@ def read_table(path: str | Path) -> pd.DataFrame:
             df = pd.read_csv(path)
         else:
             raise DataError(f"{str(path)!r}: unknown file type {suffix!r}; use .csv or .parquet")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"cannot read {str(path)!r}: it is not UTF-8 text (byte {exc.object[exc.start : exc.start + 1]!r} at "
+            f"offset {exc.start}); save it as UTF-8 CSV or Parquet"
+        ) from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{str(path)!r} is empty: no header and no rows") from None
     except (ValueError, OSError, pd.errors.ParserError) as exc:
         raise DataError(f"cannot read {str(path)!r}: {exc}") from exc
+    if len(df) == 0:
+        raise DataError(f"{str(path)!r} has a header ({', '.join(map(str, df.columns))}) but no rows")
     return df.reset_index(drop=True)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from offerlift.features.errors import ModelError
+from offerlift.features.errors import DataError, ModelError
 from offerlift.models.scoring import ArmScorer, FeatureSpec, score_frame
 
 __all__ = ["ArmScorer", "load_model", "log_scorer_model", "read_scorer", "score_frame", "write_scorer"]
@@ -147,6 +147,39 @@ def _importable(folder: Path) -> Iterator[None]:
         sys.path.remove(str(folder))
         for name in [m for m in sys.modules if m == VENDORED or m.startswith(f"{VENDORED}.")]:
             del sys.modules[name]
+
+
+def check_scoring_input(scorer: ArmScorer, frame: pd.DataFrame, source: str) -> None:
+    """Refuse text in a numeric feature column (DataError naming the file, the column and the first rows) and say
+    which categories the model never saw (a warning naming them; they are scored as missing values)."""
+    features = scorer.features
+    missing = [c for c in features.columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"{source}: the model needs the columns {missing}, which the file lacks")
+    for col in features.columns:
+        s = frame[col]
+        levels = features.categories.get(col)
+        if levels is None:
+            if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+                continue
+            bad = (pd.to_numeric(s, errors="coerce").isna() & s.notna()).to_numpy()
+            if bad.any():
+                rows = [int(r) for r in frame.index[bad][:5]]
+                raise DataError(
+                    f"{source}: column {col!r} must hold numbers; data rows {rows} hold text such as "
+                    f"{str(s[bad].iloc[0])!r} ({int(bad.sum())} rows in all)"
+                )
+            continue
+        text = s.astype("string")
+        unseen = (~text.isin(levels) & s.notna()).to_numpy()
+        if unseen.any():
+            values = sorted({str(v) for v in s[unseen].unique()})[:5]
+            rows = [int(r) for r in frame.index[unseen][:5]]
+            log.warning(
+                "%s: column %r has categories the model never saw: %s (data rows %s, %d rows in all); they are "
+                "scored as missing values; the model knows %s",
+                source, col, values, rows, int(unseen.sum()), list(levels),
+            )  # fmt: skip
 
 
 def load_model(uri: str) -> ArmScorer:

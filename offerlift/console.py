@@ -70,7 +70,10 @@ def setup(verbose: bool = False, file: Path | None = None) -> Path:
         root.addHandler(h)
     logging.captureWarnings(True)  # warnings.warn of every library: a log record of "py.warnings"
     for name in ("mlflow", "alembic", "optuna", "bentoml", "httpx", "urllib3", "numba"):
-        logging.getLogger(name).propagate = True
+        logger = logging.getLogger(name)
+        if name == "mlflow":  # MLflow configured its own stderr handler when imported before this setup
+            logger.handlers = [h for h in logger.handlers if getattr(h, _MARK, False)]
+        logger.propagate = True
     return path
 
 
@@ -82,7 +85,7 @@ def route_mlflow_prints() -> None:
     stream = logging_utils.MLFLOW_LOGGING_STREAM
     if getattr(stream, _MARK, False):
         return
-    logger = logging.getLogger("mlflow")
+    logger = logging.getLogger("mlflow_prints")  # not "mlflow": a handler writing to this stream would loop
 
     def write(text: str) -> None:
         if text.strip():

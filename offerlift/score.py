@@ -51,10 +51,11 @@ def score_file(model_uri: str, data: str | Path, out: str | Path | None = None):
     """Score a CSV or Parquet file with a registered model: ``uplift_<arm>`` per treatment arm and
     ``recommended_arm``, one row per input row in input order; written to `out` (CSV) when given."""
     from offerlift.features.tables import read_table
-    from offerlift.models.model_io import load_model, score_frame
+    from offerlift.models.model_io import check_scoring_input, load_model, score_frame
 
     scorer = load_model(model_uri)
     frame = read_table(data)
+    check_scoring_input(scorer, frame, repr(str(data)))
     scored = score_frame(scorer, frame)
     if out is not None:
         scored.to_csv(out, index=False)

