@@ -1,11 +1,14 @@
 """How close learned policies get to the oracle of the simulated world, by configuration and training size.
 
-Run: ``.venv/bin/python benchmarks/sim_learning.py [--sizes 10000,50000] [--seeds 1,2] [--configs t,final]``;
-writes benchmarks/results/sim_learning.md (and .json, which later runs extend: a (config, size, seed) already
-measured is not fitted again unless ``--fresh``).
+Run: ``.venv/bin/python benchmarks/sim_learning.py [--world default] [--sizes 20000,70000] [--seeds 101,102,103]
+[--configs t,final]``; writes benchmarks/results/sim_learning.md (and .json, which later runs extend: a (config,
+size, seed) already measured is not fitted again unless ``--fresh``).
 
-Every model is fitted with `offerlift.training.train.fit_spec` on a uniformly randomized experiment of the default world
-(``make_experiment(size, seed)``), scored with the exported spec (`offerlift.models.scoring.ArmScorer`) on FRESH
+This is where the loop's learner is chosen, so it runs on SELECTION seeds (101-103 by default; evaluation world
+1101, feature-ceiling world 1007), never on the seeds the loop reports (benchmarks/loop_bench.py: 0, 1, 2).
+
+Every model is fitted with `offerlift.training.train.fit_spec` on a uniformly randomized experiment of the world
+(``make_experiment(size, seed, spec=world)``), scored with the exported spec (`offerlift.models.scoring.ArmScorer`) on FRESH
 customers (another world, ``--eval-customers`` customers, seed ``--eval-seed``), and its greedy policy (largest positive
 predicted incremental profit among the arms each customer can receive) is valued exactly with the world's truth at
 time 0. References on the same customers: the oracle, the best single arm, and a feature ceiling (LightGBM fitted on
@@ -64,9 +67,12 @@ CONFIGS: dict[str, tuple[str, TrainConfig]] = {
 }
 
 
+WORLD: dict[str, Any] = {"spec": None}  # the world spec file of this run (set by main)
+
+
 def eval_set(n: int, seed: int) -> dict[str, Any]:
     """Fresh customers: their features, allowed arms, world rows and the references."""
-    exp = make_experiment(n, seed=seed)
+    exp = make_experiment(n, seed=seed, spec=WORLD["spec"])
     world = exp.meta["world"]
     rows = world.rows_of(exp.assignments["customer_id"])
     card = world.scorecard(rows)
@@ -88,7 +94,7 @@ def value_of(ev: dict[str, Any], incr: np.ndarray) -> tuple[float, float]:
 def run_one(name: str, size: int, seed: int, ev: dict[str, Any]) -> dict[str, Any]:
     """Fit configuration `name` on `size` randomized units of world `seed` and value it on the eval set."""
     config = CONFIGS[name][1]
-    exp = make_experiment(size, seed=seed)
+    exp = make_experiment(size, seed=seed, spec=WORLD["spec"])
     units = exp.units()
     X = exp.features.loc[units.index]
     t0 = time.perf_counter()
@@ -106,7 +112,7 @@ def feature_ceiling(size: int, seed: int, ev: dict[str, Any]) -> float:
 
     from offerlift.training.learners_base import FeatureEncoder
 
-    exp: Experiment = make_experiment(size, seed=seed)
+    exp: Experiment = make_experiment(size, seed=seed, spec=WORLD["spec"])
     world = exp.meta["world"]
     incr = world.truth(world.rows_of(exp.assignments["customer_id"])).incr.astype(np.float64)
     enc = FeatureEncoder().fit(exp.features)
@@ -192,22 +198,27 @@ def findings_md(results: list[dict[str, Any]], card: dict[str, Any], ceiling: fl
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="10000,20000,50000,100000,200000")
-    ap.add_argument("--seeds", default="1,2")
+    ap.add_argument("--world", default=None, help="world preset or spec file (default: the default world)")
+    ap.add_argument("--sizes", default="20000,70000,200000")
+    ap.add_argument("--seeds", default="101,102,103")
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--eval-customers", type=int, default=50_000)
-    ap.add_argument("--eval-seed", type=int, default=1001)
+    ap.add_argument("--eval-seed", type=int, default=1101)
+    ap.add_argument("--out", default="sim_learning")
     ap.add_argument("--ceiling-size", type=int, default=200_000, help="0 skips the feature ceiling")
     ap.add_argument("--fresh", action="store_true", help="ignore earlier results in the JSON file")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    path = RESULTS / "sim_learning.json"
+    from offerlift.simworld.config import resolve_world
+
+    WORLD["spec"] = resolve_world(args.world)
+    path = RESULTS / f"{args.out}.json"
     saved = {} if args.fresh or not path.exists() else json.loads(path.read_text())
     done = {(r["config"], r["size"], r["seed"]): r for r in saved.get("results", [])}
     ev = eval_set(args.eval_customers, args.eval_seed)
     ceiling = saved.get("ceiling")
     if args.ceiling_size and ceiling is None:
-        ceiling = feature_ceiling(args.ceiling_size, 7, ev)
+        ceiling = feature_ceiling(args.ceiling_size, 1007, ev)
     for size in map(int, args.sizes.split(",")):
         for seed in map(int, args.seeds.split(",")):
             for name in args.configs.split(","):
@@ -226,8 +237,9 @@ def write_md(
     seeds = sorted({r["seed"] for r in results})
     env = environment_md(
         {
+            "world": args.world or "default",
             "training data": f"make_experiment(size, seed) for seeds {seeds} (uniform randomization over "
-            "each customer's eligible arms)",
+            "each customer's eligible arms); these are selection seeds: the loop reports on others",
             "evaluation": f"{args.eval_customers:,} fresh customers (world seed {args.eval_seed}), exact value at "
             "time 0, greedy policy on the exported scorer",
             "threads": "OMP_NUM_THREADS=1",
@@ -243,7 +255,7 @@ def write_md(
         + findings_md(results, card, ceiling, population)
         + "\n"
     )
-    path = RESULTS / "sim_learning.md"
+    path = RESULTS / f"{args.out}.md"
     old = path.read_text() if path.exists() else ""
     if NOTES in old:  # hand-written findings below the marker survive a re-run
         text += "\n" + old[old.index(NOTES) :]
