@@ -8,11 +8,12 @@ This is where the loop's learner is chosen, so it runs on SELECTION seeds (101-1
 1101, feature-ceiling world 1007), never on the seeds the loop reports (benchmarks/loop_bench.py: 0, 1, 2).
 
 Every model is fitted with `offerlift.training.train.fit_spec` on a uniformly randomized experiment of the world
-(``make_experiment(size, seed, spec=world)``), scored with the exported spec (`offerlift.models.scoring.ArmScorer`) on FRESH
-customers (another world, ``--eval-customers`` customers, seed ``--eval-seed``), and its greedy policy (largest positive
-predicted incremental profit among the arms each customer can receive) is valued exactly with the world's truth at
-time 0. References on the same customers: the oracle, the best single arm, and a feature ceiling (LightGBM fitted on
-the noise-free true incremental profit of a ``--ceiling-size`` training world: what the visible features allow).
+(``make_experiment(size, seed, spec=world)``), scored with the exported spec (`offerlift.models.scoring.ArmScorer`) on
+FRESH customers (another world, ``--eval-customers`` customers, seed ``--eval-seed``), and its greedy policy (largest
+positive predicted incremental profit among the arms each customer can receive) is valued exactly with the world's
+truth at time 0. References on the same customers: the oracle, the best single arm, and a feature ceiling (LightGBM
+fitted on the noise-free true incremental profit of a ``--ceiling-size`` training world: what the visible features
+allow).
 """
 
 from __future__ import annotations
