@@ -292,7 +292,8 @@ def plot_budget_curve(
 
 
 def plot_loop(result: dict[str, Any], path: str | Path | None = None) -> Figure:
-    """The closed loop per round: exact policy value against the oracle, and the A/B lift with CI vs the truth."""
+    """The closed loop per round: exact policy value against no offer, the best single arm, the feature ceiling and
+    the oracle; and the A/B lift with CI vs the truth."""
     r = pd.DataFrame(result["rounds"])
     if r.empty:
         raise DataError("the loop result has no rounds")
@@ -301,7 +302,12 @@ def plot_loop(result: dict[str, Any], path: str | Path | None = None) -> Figure:
         ax1.plot(r["round"], r["oracle_value"], "s--", color=ORACLE_COLOR, label="oracle")
         ax1.plot(r["round"], r["policy_value"], "o-", color=tp.MODEL_COLOR, lw=2, label="policy served")
         if "greedy_value" in r:
-            ax1.plot(r["round"], r["greedy_value"], "^:", color=tp.PREDICTED_COLOR, label="model, greedy")
+            ax1.plot(r["round"], r["greedy_value"], "^:", color=tp.PREDICTED_COLOR, label="champion, greedy")
+        if "ceiling_value" in r:
+            ax1.plot(r["round"], r["ceiling_value"], "d--", color=ORACLE_COLOR, alpha=0.6, label="feature ceiling")
+        if "best_single_arm_value" in r:
+            ax1.plot(r["round"], r["best_single_arm_value"], "v--", color=tp.REFERENCE_COLOR, label="best single arm")
+        ax1.axhline(0.0, color=tp.REFERENCE_COLOR, lw=1, label="_no offer")
         for x, y, p in zip(r["round"], r["policy_value"], r.get("promoted", [False] * len(r)), strict=True):
             if p:
                 ax1.annotate("promoted", (x, y), textcoords="offset points", xytext=(0, -14), ha="center", fontsize=8)

@@ -123,12 +123,15 @@ def test_budget_curve_marks_the_budget_per_customer():
 def test_loop_figure_shows_values_against_the_oracle_and_the_ab_lift():
     rounds = [
         {"round": r, "policy_value": 0.1 * r, "greedy_value": 0.1, "oracle_value": 0.5, "ab_lift": 0.2,
-         "ab_lift_ci": [0.0, 0.4], "true_lift": 0.25, "promoted": r == 1}
+         "ab_lift_ci": [0.0, 0.4], "true_lift": 0.25, "promoted": r == 1, "best_single_arm_value": 0.07,
+         "ceiling_value": 0.3}
         for r in range(3)
     ]  # fmt: skip
     fig = ol.plot_loop({"rounds": rounds})
     left, right = fig.axes
-    assert {"oracle", "policy served", "model, greedy"} <= set(_labels(left))
+    assert {"oracle", "policy served", "champion, greedy", "best single arm", "feature ceiling"} <= set(_labels(left))
+    best = next(line for line in left.get_lines() if line.get_label() == "best single arm")
+    assert list(best.get_ydata()) == [0.07] * 3
     served = next(line for line in left.get_lines() if line.get_label() == "policy served")
     assert list(served.get_ydata()) == [0.0, 0.1, 0.2]
     assert "true lift" in _labels(right)
